@@ -1,0 +1,53 @@
+"""The ``fedopt`` command line: ``run``, ``plot``, ``topology``, ``rates``.
+
+Each subcommand lives next to the code it drives and registers itself here
+through a ``register(subparsers)`` function; errors from bad input are printed
+as one line (``fedopt: error: ...``) with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that define a ``register(subparsers)`` function, in help order.
+SUBCOMMAND_MODULES = (
+    "fedopt.experiment.cli",
+    "fedopt.topology.cli",
+    "fedopt.topology.rates_cli",
+)
+
+
+class UserError(Exception):
+    """Bad input from the user (config, data, graph): printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedopt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for mod in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"fedopt: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Arrays, random streams, event clocks, level batching, meters and traces."""
