@@ -1,0 +1,26 @@
+"""Algorithms; importing this package registers the built-ins."""
+
+from fedopt.algorithms.base import (
+    Algorithm,
+    Context,
+    EventAlgorithm,
+    FederatedAlgorithm,
+    RoundAlgorithm,
+    algorithm_class,
+    available_algorithms,
+    make_algorithm,
+    register_algorithm,
+)
+from fedopt.algorithms.decentralized import gossip_sgd  # noqa: F401
+
+__all__ = [
+    "Algorithm",
+    "Context",
+    "EventAlgorithm",
+    "FederatedAlgorithm",
+    "RoundAlgorithm",
+    "algorithm_class",
+    "available_algorithms",
+    "make_algorithm",
+    "register_algorithm",
+]

@@ -1,0 +1,1 @@
+"""Decentralized algorithms (gossip over a graph, no server)."""

@@ -1,0 +1,1 @@
+"""Federated algorithms (clients and a server)."""

@@ -1,0 +1,5 @@
+"""Engines: where state lives and in what order handlers run (local, ray, mpi)."""
+
+from fedopt.engines.base import Engine, RunResult, RunSpec, StopCriteria, available_engines, make_engine
+
+__all__ = ["Engine", "RunResult", "RunSpec", "StopCriteria", "available_engines", "make_engine"]

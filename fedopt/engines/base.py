@@ -1,0 +1,275 @@
+"""Run specifications, results, the engine registry and the shared simulation loop.
+
+:class:`Simulation` is the engine-independent driver of one run: it builds
+the context, advances rounds or the event stream checkpoint by checkpoint,
+records rows and stops on the run's criteria. The local engine applies the
+work in-process; distributed engines reuse the same driver and replace the
+part that applies work (``apply_rounds`` / ``apply_events``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedopt.algorithms.base import Algorithm, Context, EventAlgorithm, RoundAlgorithm
+from fedopt.core.arrays import State
+from fedopt.core.clocks import EventStream, PoissonClocks
+from fedopt.core.levels import schedule_levels
+from fedopt.core.meter import Channel, Meter
+from fedopt.core.rng import RngStreams
+from fedopt.core.trace import checkpoint_row
+from fedopt.problems.base import Problem
+from fedopt.topology.graph import Topology
+
+
+@dataclass(frozen=True)
+class StopCriteria:
+    """When a run ends (the first criterion met, checked at each checkpoint).
+
+    ``time``: simulated time; ``rounds``: synchronous rounds; ``messages``:
+    communications; ``target``: stop once ``target_metric`` ≤ ``target``.
+    """
+
+    time: float | None = None
+    rounds: int | None = None
+    messages: float | None = None
+    target: float | None = None
+    target_metric: str = "dist_opt"
+
+    def __post_init__(self) -> None:
+        if self.time is None and self.rounds is None and self.messages is None and self.target is None:
+            raise ValueError("stop: give at least one of time, rounds, messages, target")
+
+    def reached(self, row: dict[str, Any]) -> bool:
+        if self.time is not None and row["time"] >= self.time - 1e-12:
+            return True
+        if self.rounds is not None and row["round"] >= self.rounds:
+            return True
+        if self.messages is not None and row["messages"] >= self.messages:
+            return True
+        if self.target is not None:
+            v = row.get(self.target_metric)
+            if v is not None and not math.isnan(v) and v <= self.target:
+                return True
+        return False
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one run (one row group of the results table)."""
+
+    run_id: str
+    problem: Problem
+    topology: Any  # Topology or TimeVaryingTopology
+    algorithm: Algorithm
+    seed: int
+    stop: StopCriteria
+    record_every: float = 1.0  # rounds (round-based) or simulated time (event-based)
+    labels: dict[str, Any] = field(default_factory=dict)
+    max_events: int = 10**9
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    rows: list[dict[str, Any]]
+    status: str  # "ok" | "diverged" | "error"
+    message: str = ""
+    final_state: State | None = None
+    meter: Meter | None = None
+
+
+def _topology_at(topology: Any, t: float) -> Topology:
+    return topology.at(t) if hasattr(topology, "at") else topology
+
+
+def _next_switch(topology: Any, t: float) -> float:
+    period = getattr(topology, "period", None)
+    if period is None or not hasattr(topology, "at"):
+        return math.inf
+    return (math.floor(t / period + 1e-12) + 1) * period
+
+
+class Simulation:
+    """One run: context, state, and the checkpoint loop (engine-independent)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        top0 = _topology_at(spec.topology, 0.0)
+        self.meter = Meter(n=spec.problem.n, m=top0.m)
+        self.rng = RngStreams(spec.seed)
+        self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0))
+        self.algo = spec.algorithm
+        self.state: State = {}
+        self.rows: list[dict[str, Any]] = []
+        self.t = 0.0
+        self.round = 0
+        self.n_events = 0
+        self._wall0 = 0.0
+        self._stream: EventStream | None = None
+
+    def _channel(self, top: Topology) -> Channel:
+        return Channel(self.meter, top.latency, top.bandwidth)
+
+    # ---- the parts an engine may replace -----------------------------------------
+    def apply_rounds(self, count: int) -> None:
+        assert isinstance(self.algo, RoundAlgorithm)
+        for _ in range(count):
+            self.state = self.algo.round(self.state, self.ctx, self.round)
+            self.round += 1
+            self.meter.rounds = self.round
+
+    def apply_events(self, t_end: float) -> None:
+        """Apply every event up to ``t_end``, level by level (exact, see core.levels)."""
+        algo = self.algo
+        assert isinstance(algo, EventAlgorithm) and self._stream is not None
+        block = self._stream.until(t_end, self.spec.max_events - self.n_events)
+        self.n_events += len(block)
+        if len(block) == 0:
+            return
+        sched = schedule_levels(block, self.ctx.n)
+        ev = sched.events
+        t, a, b, e = ev.t, ev.node_a, ev.node_b, ev.edge
+        bounds = sched.bounds.tolist()
+        state, ctx, channel = self.state, self.ctx, self.ctx.channel
+        on_compute, message, on_gossip = algo.on_compute, algo.gossip_message, algo.on_gossip
+        concat = np.concatenate
+        for lv in range(sched.n_levels):
+            s, mid, end = bounds[2 * lv], bounds[2 * lv + 1], bounds[2 * lv + 2]
+            if mid > s:
+                on_compute(state, ctx, a[s:mid], t[s:mid])
+            if end > mid:
+                na, nb, tg = a[mid:end], b[mid:end], t[mid:end]
+                nodes = concat((na, nb))
+                tt = concat((tg, tg))
+                own = message(state, ctx, nodes, tt)
+                k = end - mid
+                peer = concat((own[k:], own[:k]))
+                on_gossip(state, ctx, nodes, tt, own, peer)
+                channel.exchange(na, nb, e[mid:end], own.shape[1])
+
+    # ---- driver ----------------------------------------------------------------------
+    def _start_clock(self) -> None:
+        algo = self.algo
+        assert isinstance(algo, EventAlgorithm)
+        node_rates, edge_rates = algo.clock_rates(self.ctx)
+        clocks = PoissonClocks(node_rates, self.ctx.topology.edges, edge_rates)
+        rng = self._stream.rng if self._stream is not None else self.rng["clocks"]
+        self._stream = EventStream(clocks, rng)
+
+    def record(self) -> dict[str, Any]:
+        X = self.algo.iterates(self.state, self.ctx, self.t)
+        self.meter.sim_time = self.t
+        row = checkpoint_row(self.spec.problem, X, self.meter, self.t, self.round, time.perf_counter() - self._wall0)
+        row["events"] = self.n_events
+        self.rows.append(row)
+        return row
+
+    def start(self) -> None:
+        self._wall0 = time.perf_counter()
+        self.state = self.algo.init(self.ctx)
+        if isinstance(self.algo, EventAlgorithm):
+            self._start_clock()
+
+    def step_checkpoint(self) -> None:
+        """Advance to the next record point."""
+        every = self.spec.record_every
+        if isinstance(self.algo, EventAlgorithm):
+            t_target = self.t + every
+            if self.spec.stop.time is not None:
+                t_target = min(t_target, self.spec.stop.time)
+            while self.t < t_target - 1e-15:
+                t_seg = min(t_target, _next_switch(self.spec.topology, self.t))
+                self.apply_events(t_seg)
+                self.t = t_seg
+                if self.n_events >= self.spec.max_events:
+                    break
+                if t_seg < t_target or _next_switch(self.spec.topology, self.t) == self.t:
+                    self._switch_topology()
+        else:
+            k = max(1, int(round(every)))
+            if self.spec.stop.rounds is not None:
+                k = min(k, self.spec.stop.rounds - self.round)
+            self.apply_rounds(k)
+            self.t = float(self.round)
+
+    def _switch_topology(self) -> None:
+        top = _topology_at(self.spec.topology, self.t + 1e-12)
+        if top is self.ctx.topology:
+            return
+        self.ctx.topology = top
+        self.ctx.channel = self._channel(top)
+        if isinstance(self.algo, EventAlgorithm):
+            self._start_clock()
+
+    def run(self, progress: Callable[[float], None] | None = None) -> RunResult:
+        self.start()
+        row = self.record()
+        status, message = "ok", ""
+        while not self.spec.stop.reached(row):
+            self.step_checkpoint()
+            row = self.record()
+            if progress is not None:
+                progress(self.t)
+            if not math.isfinite(row["consensus"]):
+                status, message = "diverged", f"non-finite iterates at time {self.t:g}"
+                break
+            if self.n_events >= self.spec.max_events:
+                break
+        return RunResult(self.spec.run_id, self.rows, status, message, self.state, self.meter)
+
+
+class Engine:
+    """Runs :class:`RunSpec` s. Subclasses register with :func:`register_engine`."""
+
+    name = ""
+
+    def run(self, spec: RunSpec, progress: Callable[[float], None] | None = None) -> RunResult:
+        try:
+            return self._run(spec, progress)
+        except Exception as exc:  # a failing run is recorded, the sweep goes on
+            return RunResult(spec.run_id, [], "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+
+    def _run(self, spec: RunSpec, progress: Callable[[float], None] | None) -> RunResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (actors, communicators)."""
+
+
+_ENGINES: dict[str, Callable[..., Engine]] = {}
+#: Engines whose module is imported on first use (they pull in heavy dependencies).
+_LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray", "mpi": "fedopt.engines.mpi"}
+
+
+def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:
+    def deco(factory: Callable[..., Engine]) -> Callable[..., Engine]:
+        _ENGINES[name] = factory
+        return factory
+
+    return deco
+
+
+def available_engines() -> list[str]:
+    return sorted(set(_ENGINES) | set(_LAZY_ENGINES))
+
+
+def make_engine(name: str, **options: Any) -> Engine:
+    """Build the engine registered as ``name`` (importing its module on first use)."""
+    if name not in _ENGINES and name in _LAZY_ENGINES:
+        try:
+            importlib.import_module(_LAZY_ENGINES[name])
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"engine {name!r} is not available here ({exc}); install what it needs") from None
+    try:
+        return _ENGINES[name](**options)
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}") from None

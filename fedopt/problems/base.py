@@ -1,0 +1,172 @@
+"""The :class:`Problem` interface: per-node objectives with oracles vectorized over nodes.
+
+A problem has ``n`` nodes, dimension ``d`` and local objectives ``f_i``; the
+global objective is ``f(x) = (1/n) Σ_i f_i(x)`` (same minimizer as ``Σ_i f_i``).
+Every oracle takes a ``[k, d]`` block of iterates and the ``k`` node ids it
+belongs to and returns one row per node. Oracles are pure; counting happens in
+:class:`CountingOracle`, the object algorithms are given.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.core.meter import Meter
+
+_PROBLEMS: dict[str, Callable[..., "Problem"]] = {}
+
+
+def register_problem(name: str) -> Callable[[Callable[..., "Problem"]], Callable[..., "Problem"]]:
+    """Register a problem factory under ``name`` (used by experiment configs)."""
+
+    def deco(factory: Callable[..., "Problem"]) -> Callable[..., "Problem"]:
+        if name in _PROBLEMS:
+            raise ValueError(f"problem {name!r} registered twice")
+        _PROBLEMS[name] = factory
+        return factory
+
+    return deco
+
+
+def available_problems() -> list[str]:
+    import fedopt.problems  # noqa: F401  (registers the built-ins)
+
+    return sorted(_PROBLEMS)
+
+
+def problem_factory(name: str) -> Callable[..., "Problem"]:
+    import fedopt.problems  # noqa: F401
+
+    try:
+        return _PROBLEMS[name]
+    except KeyError:
+        raise ValueError(f"unknown problem {name!r}; choose one of: {', '.join(sorted(_PROBLEMS))}") from None
+
+
+class Problem(ABC):
+    """Local objectives ``f_i`` on ``n`` nodes in dimension ``d``.
+
+    Subclasses implement :meth:`grad` and :meth:`value` (vectorized over nodes)
+    and, where the problem has data, :meth:`sample_grads` (per-sample gradients
+    for DP clipping) and :meth:`stochastic_grad`. ``L``/``mu`` are the smoothness
+    and strong-convexity constants of every ``f_i`` (``None`` where undefined).
+    """
+
+    n: int
+    d: int
+    L: float
+    mu: float | None
+
+    # ---- oracles (pure, vectorized over nodes) --------------------------------
+    @abstractmethod
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """``∇f_{nodes[k]}(X[k])`` for each row, shape ``[k, d]``."""
+
+    @abstractmethod
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """``f_{nodes[k]}(X[k])`` for each row, shape ``[k]``."""
+
+    def n_samples(self) -> IntArray:
+        """Samples held by each node (1 for data-free problems)."""
+        return np.ones(self.n, dtype=np.int64)
+
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
+        """Per-sample gradients ``[k, b, d]`` of the samples ``idx[k, :]`` of each node
+        (the local objective is the mean of per-sample losses plus any regularizer,
+        which is included in every per-sample gradient)."""
+        raise TypeError(f"{type(self).__name__} has no per-sample gradients (it holds no data)")
+
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: np.random.Generator, batch: int) -> FloatArray:
+        """Minibatch gradient: mean of ``batch`` per-sample gradients drawn uniformly
+        with replacement from each node's samples (unbiased for ``∇f_i``)."""
+        m = self.n_samples()[nodes]
+        idx = (rng.random((len(nodes), batch)) * m[:, None]).astype(np.int64)
+        return self.sample_grads(X, nodes, idx).mean(axis=1)
+
+    # ---- global quantities ------------------------------------------------------
+    def global_value(self, x: FloatArray) -> float:
+        """``f(x) = (1/n) Σ_i f_i(x)``."""
+        X = np.broadcast_to(x, (self.n, self.d))
+        return float(self.value(np.ascontiguousarray(X), np.arange(self.n)).mean())
+
+    def global_grad(self, x: FloatArray) -> FloatArray:
+        X = np.broadcast_to(x, (self.n, self.d))
+        return self.grad(np.ascontiguousarray(X), np.arange(self.n)).mean(axis=0)
+
+    def solve(self) -> FloatArray | None:
+        """The exact minimizer of ``f`` (closed form or to 1e-12); ``None`` if not defined."""
+        return None
+
+    @cached_property
+    def x_star(self) -> FloatArray | None:
+        return self.solve()
+
+    @cached_property
+    def f_star(self) -> float | None:
+        xs = self.x_star
+        return None if xs is None else self.global_value(xs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"problem": type(self).__name__, "n": self.n, "d": self.d, "L": self.L, "mu": self.mu}
+
+
+class CountingOracle:
+    """The oracles algorithms call: the problem's, with every call counted in a meter.
+
+    ``grad`` counts one gradient evaluation per row (one full local gradient);
+    ``sample_grads`` and ``stochastic_grad`` count ``b / m_i`` per row, so curves
+    against ``grad_evals`` compare full-batch and stochastic methods in the same
+    unit (passes over local data). ``value`` counts one function query per row.
+    """
+
+    def __init__(self, problem: Problem, meter: Meter) -> None:
+        self.problem = problem
+        self.meter = meter
+        self._m = problem.n_samples().astype(np.float64)
+
+    @property
+    def n(self) -> int:
+        return self.problem.n
+
+    @property
+    def d(self) -> int:
+        return self.problem.d
+
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        self.meter.grad_evals.add(nodes)
+        return self.problem.grad(X, nodes)
+
+    def grad_all(self, X: FloatArray) -> FloatArray:
+        """Gradients of every node at once (a synchronous round)."""
+        self.meter.grad_evals.add_all(1.0)
+        return self.problem.grad(X, _arange(self.problem.n))
+
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """Zeroth-order queries: one function query per row."""
+        self.meter.queries.add(nodes)
+        return self.problem.value(X, nodes)
+
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
+        self.meter.grad_evals.add(nodes, idx.shape[1] / self._m[nodes])
+        return self.problem.sample_grads(X, nodes, idx)
+
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: np.random.Generator, batch: int) -> FloatArray:
+        self.meter.grad_evals.add(nodes, batch / self._m[nodes])
+        return self.problem.stochastic_grad(X, nodes, rng, batch)
+
+
+_ARANGE: dict[int, IntArray] = {}
+
+
+def _arange(n: int) -> IntArray:
+    a = _ARANGE.get(n)
+    if a is None:
+        a = _ARANGE[n] = np.arange(n)
+        a.setflags(write=False)
+    return a
