@@ -11,7 +11,8 @@ from fedopt.algorithms.base import (
     make_algorithm,
     register_algorithm,
 )
-from fedopt.algorithms.decentralized import gossip_sgd  # noqa: F401
+from fedopt.algorithms.decentralized import dgd, gossip_sgd  # noqa: F401
+from fedopt.algorithms.federated import fedavg  # noqa: F401
 
 __all__ = [
     "Algorithm",

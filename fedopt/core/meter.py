@@ -78,6 +78,7 @@ class Meter:
     floats_sent: _LazyCounter = field(init=False)
     edge_messages: _LazyCounter = field(init=False)
     communications: float = 0.0
+    server_floats: float = 0.0
     rounds: int = 0
     sim_time: float = 0.0
     link_time: float = 0.0
@@ -90,7 +91,7 @@ class Meter:
 
     # ---- totals -------------------------------------------------------------
     def totals(self) -> dict[str, float]:
-        floats = self.floats_sent.total()
+        floats = self.floats_sent.total() + self.server_floats
         return {
             "grad_evals": self.grad_evals.total(),
             "queries": self.queries.total(),
@@ -107,7 +108,7 @@ class Meter:
     def state_dict(self) -> dict[str, object]:
         d: dict[str, object] = {k: v.copy() for k, v in self.per_node().items()}
         d["edge_messages"] = self.edge_messages.values.copy()
-        d.update(communications=self.communications, rounds=self.rounds, sim_time=self.sim_time, link_time=self.link_time, epsilon=self.epsilon)
+        d.update(communications=self.communications, server_floats=self.server_floats, rounds=self.rounds, sim_time=self.sim_time, link_time=self.link_time, epsilon=self.epsilon)
         return d
 
     def load_state_dict(self, d: dict[str, object]) -> None:
@@ -116,6 +117,7 @@ class Meter:
             c.flush()
             c._totals = np.array(d[name], dtype=np.float64)
         self.communications = float(d["communications"])  # type: ignore[arg-type]
+        self.server_floats = float(d["server_floats"])  # type: ignore[arg-type]
         self.rounds = int(d["rounds"])  # type: ignore[arg-type]
         self.sim_time = float(d["sim_time"])  # type: ignore[arg-type]
         self.link_time = float(d["link_time"])  # type: ignore[arg-type]
@@ -169,6 +171,11 @@ class Channel:
         self.meter.communications += count * float(np.size(src))
         self.meter.messages_sent.add(src, count)
         self.meter.floats_sent.add(src, count * floats)
+
+    def broadcast(self, dst: np.ndarray, floats: int) -> None:
+        """The server sends one message of ``floats`` numbers to each node in ``dst``."""
+        self.meter.communications += float(np.size(dst))
+        self.meter.server_floats += float(np.size(dst)) * floats
 
     def send_all(self, floats: float, count: float = 1.0) -> None:
         """Every node sends ``count`` messages of ``floats`` numbers (one synchronous round)."""
