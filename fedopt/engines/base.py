@@ -91,13 +91,6 @@ def _topology_at(topology: Any, t: float) -> Topology:
     return topology.at(t) if hasattr(topology, "at") else topology
 
 
-def _next_switch(topology: Any, t: float) -> float:
-    period = getattr(topology, "period", None)
-    if period is None or not hasattr(topology, "at"):
-        return math.inf
-    return (math.floor(t / period + 1e-12) + 1) * period
-
-
 class Simulation:
     """One run: context, state, and the checkpoint loop (engine-independent)."""
 
@@ -115,6 +108,7 @@ class Simulation:
         self.n_events = 0
         self._wall0 = 0.0
         self._stream: EventStream | None = None
+        self._period_index = 0
 
     def _channel(self, top: Topology) -> Channel:
         return Channel(self.meter, top.latency, top.bandwidth)
@@ -187,22 +181,33 @@ class Simulation:
             if self.spec.stop.time is not None:
                 t_target = min(t_target, self.spec.stop.time)
             while self.t < t_target - 1e-15:
-                t_seg = min(t_target, _next_switch(self.spec.topology, self.t))
+                t_seg = min(t_target, self._next_switch_time())
                 self.apply_events(t_seg)
                 self.t = t_seg
                 if self.n_events >= self.spec.max_events:
                     break
-                if t_seg < t_target or _next_switch(self.spec.topology, self.t) == self.t:
+                if self.t >= self._next_switch_time():
                     self._switch_topology()
         else:
             k = max(1, int(round(every)))
             if self.spec.stop.rounds is not None:
                 k = min(k, self.spec.stop.rounds - self.round)
-            self.apply_rounds(k)
-            self.t = float(self.round)
+            while k > 0:
+                chunk = min(k, max(1, math.ceil(self._next_switch_time() - self.round - 1e-9)))
+                self.apply_rounds(chunk)
+                k -= chunk
+                self.t = float(self.round)
+                if self.t >= self._next_switch_time():
+                    self._switch_topology()
+
+    def _next_switch_time(self) -> float:
+        period = getattr(self.spec.topology, "period", None)
+        return math.inf if period is None else (self._period_index + 1) * float(period)
 
     def _switch_topology(self) -> None:
-        top = _topology_at(self.spec.topology, self.t + 1e-12)
+        """Move to the next graph of a time-varying topology (new clocks, new channel)."""
+        self._period_index += 1
+        top = _topology_at(self.spec.topology, (self._period_index + 0.5) * float(self.spec.topology.period))
         if top is self.ctx.topology:
             return
         self.ctx.topology = top
