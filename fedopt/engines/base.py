@@ -193,7 +193,8 @@ class Simulation:
             if self.spec.stop.rounds is not None:
                 k = min(k, self.spec.stop.rounds - self.round)
             while k > 0:
-                chunk = min(k, max(1, math.ceil(self._next_switch_time() - self.round - 1e-9)))
+                to_switch = self._next_switch_time() - self.round
+                chunk = k if math.isinf(to_switch) else min(k, max(1, math.ceil(to_switch - 1e-9)))
                 self.apply_rounds(chunk)
                 k -= chunk
                 self.t = float(self.round)
