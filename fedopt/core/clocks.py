@@ -115,13 +115,13 @@ class EventStream:
     not depend on how the caller slices time (checkpoint intervals).
     """
 
-    def __init__(self, clocks: PoissonClocks, rng: np.random.Generator, block: int = 65536) -> None:
+    def __init__(self, clocks: PoissonClocks, rng: np.random.Generator, block: int = 65536, t0: float = 0.0) -> None:
         self.clocks = clocks
         self.rng = rng
         self.block = int(block)
         self._buf = EventBlock.empty()
         self._pos = 0
-        self._t_last = 0.0
+        self._t_last = float(t0)  # events start after t0 (memoryless: a restart is exact)
 
     def _refill(self) -> None:
         rest = self._buf.take(slice(self._pos, None))

@@ -100,6 +100,9 @@ class Simulation:
         self.meter = Meter(n=spec.problem.n, m=top0.m)
         self.rng = RngStreams(spec.seed)
         self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0))
+        if hasattr(spec.topology, "at"):
+            # algorithms that need the whole sequence (worst-case constants) read it here
+            self.ctx.extra["time_varying"] = spec.topology
         self.algo = spec.algorithm
         self.state: State = {}
         self.rows: list[dict[str, Any]] = []
@@ -157,7 +160,7 @@ class Simulation:
         node_rates, edge_rates = algo.clock_rates(self.ctx)
         clocks = PoissonClocks(node_rates, self.ctx.topology.edges, edge_rates)
         rng = self._stream.rng if self._stream is not None else self.rng["clocks"]
-        self._stream = EventStream(clocks, rng)
+        self._stream = EventStream(clocks, rng, t0=self.t)
 
     def record(self) -> dict[str, Any]:
         X = self.algo.iterates(self.state, self.ctx, self.t)
