@@ -1,0 +1,135 @@
+"""Baselines of the DADAO comparison: ADOM+, MSDA, accelerated continuized gossip, gradient tracking."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from fedopt.algorithms import make_algorithm
+from fedopt.algorithms.decentralized.msda import dual_grad, quadratic_form
+from fedopt.engines.base import RunSpec, Simulation, StopCriteria
+from fedopt.problems.base import Problem, problem_factory
+from fedopt.problems.quadratic import random_quadratic
+from fedopt.topology.graph import Topology
+
+
+def _least_squares(n: int, d: int, seed: int) -> Problem:
+    """Least squares with heterogeneous local data (the dual methods' problem)."""
+    return problem_factory("least_squares")(n=n, data=_data(n, d), seed=seed)
+
+
+def _logistic(n: int, d: int, seed: int) -> Problem:
+    return problem_factory("logistic")(n=n, data=_data(n, d), reg=1.0, seed=seed)
+
+
+def _data(n: int, d: int) -> dict[str, object]:
+    return {"source": "synthetic", "n_samples": 20 * n, "d": d}
+
+
+def _run(prob: Problem, top: Topology, algo: str, stop: StopCriteria, every: float, **params: object) -> list[dict]:
+    res = Simulation(RunSpec("r", prob, top, make_algorithm(algo, **params), 0, stop, record_every=every)).run()
+    assert res.status == "ok", res.message
+    return res.rows
+
+
+def _rel(rows: list[dict]) -> float:
+    return rows[-1]["dist_opt"] / rows[0]["dist_opt"]
+
+
+CYCLE = Topology.from_networkx("cycle", nx.cycle_graph(10))
+STAR = Topology.from_networkx("star", nx.star_graph(9))
+COMPLETE = Topology.from_networkx("complete", nx.complete_graph(10))
+
+
+# ---- dual oracle -----------------------------------------------------------------------
+def test_conjugate_gradient_inverts_the_gradient() -> None:
+    prob = _least_squares(6, 4, seed=0)
+    A, b, _ = quadratic_form(prob)
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    nodes = np.arange(6)
+    np.testing.assert_allclose(dual_grad(prob, prob.grad(X, nodes), nodes), X, atol=1e-10)
+    with pytest.raises(ValueError, match="closed form"):
+        quadratic_form(_logistic(4, 3, seed=0))
+
+
+# ---- convergence to x* -------------------------------------------------------------------
+@pytest.mark.parametrize("top", [CYCLE, STAR, COMPLETE], ids=lambda t: t.name)
+def test_msda_converges_to_minimizer(top: Topology) -> None:
+    rows = _run(_least_squares(top.n, 3, seed=1), top, "msda", StopCriteria(rounds=150), 50)
+    assert _rel(rows) < 1e-12
+
+
+@pytest.mark.parametrize("top", [CYCLE, STAR, COMPLETE], ids=lambda t: t.name)
+def test_continuized_converges_to_minimizer(top: Topology) -> None:
+    prob = _least_squares(top.n, 3, seed=1)
+    rows = _run(prob, top, "continuized", StopCriteria(time=40.0), 10.0, event_rate=200.0)
+    assert _rel(rows) < 1e-12
+    last = rows[-1]
+    assert last["grad_evals"] == 2 * last["messages"]  # two dual gradients per communication
+    assert last["messages"] / last["time"] == pytest.approx(200.0, rel=0.05)
+
+
+@pytest.mark.parametrize("top", [CYCLE, STAR], ids=lambda t: t.name)
+def test_adom_plus_multi_consensus_converges(top: Topology) -> None:
+    prob = random_quadratic(top.n, 3, mu=1.0, L=5.0, seed=2)
+    rows = _run(prob, top, "adom_plus", StopCriteria(rounds=1500), 500, multi_consensus=True)
+    assert _rel(rows) < 1e-8
+
+
+def test_adom_plus_converges() -> None:
+    prob = random_quadratic(COMPLETE.n, 3, mu=1.0, L=5.0, seed=2)
+    rows = _run(prob, COMPLETE, "adom_plus", StopCriteria(rounds=600), 200)
+    assert _rel(rows) < 1e-10
+    # without multi-consensus it still converges on a sparse graph, χ times slower
+    rows = _run(random_quadratic(8, 2, mu=1.0, L=3.0, seed=2), Topology.from_networkx("c", nx.cycle_graph(8)),
+                "adom_plus", StopCriteria(rounds=6000), 2000)
+    assert _rel(rows) < 1e-6
+    d = [r["dist_opt"] for r in rows]
+    assert d[3] < 0.1 * d[2] < 0.01 * d[1]
+
+
+@pytest.mark.parametrize("top", [CYCLE, STAR], ids=lambda t: t.name)
+def test_gradient_tracking_converges_on_least_squares(top: Topology) -> None:
+    rows = _run(_least_squares(top.n, 3, seed=3), top, "gradient_tracking", StopCriteria(rounds=2000), 500)
+    assert _rel(rows) < 1e-12
+
+
+def test_gradient_tracking_logistic() -> None:
+    prob = _logistic(CYCLE.n, 3, seed=0)
+    rows = _run(prob, CYCLE, "gradient_tracking", StopCriteria(rounds=1500), 500)
+    assert _rel(rows) < 1e-12
+
+
+# ---- counting (the DADAO notes' §4 table, n = 100) -----------------------------------------
+def _one_round(top: Topology, algo: str, **params: object) -> dict:
+    prob = random_quadratic(top.n, 2, mu=1.0, L=4.0, seed=0)
+    return _run(prob, top, algo, StopCriteria(rounds=1), 1, **params)[-1]
+
+
+@pytest.mark.parametrize(
+    "graph, adom_mc, msda",
+    [
+        (nx.star_graph(99), 6930, 990),
+        (nx.complete_graph(100), 4950, 4950),
+        (nx.cycle_graph(100), 70300, 3100),
+        (nx.grid_2d_graph(10, 10), 10080, 1440),
+    ],
+    ids=["star", "complete", "cycle", "grid"],
+)
+def test_communications_per_round_match_the_table(graph: nx.Graph, adom_mc: int, msda: int) -> None:
+    top = Topology.from_networkx("g", graph)
+    row = _one_round(top, "adom_plus", multi_consensus=True)
+    assert row["messages"] == adom_mc and row["grad_evals"] == top.n
+    row = _one_round(top, "msda")
+    assert row["messages"] == msda and row["grad_evals"] == top.n
+    row = _one_round(top, "adom_plus")
+    assert row["messages"] == top.m
+    row = _one_round(top, "gradient_tracking")
+    assert row["messages"] == top.m and row["grad_evals"] == 2 * top.n  # includes ∇F(x⁰)
+
+
+def test_msda_needs_a_conjugate() -> None:
+    prob = _logistic(CYCLE.n, 3, seed=0)
+    with pytest.raises(ValueError, match="least_squares"):
+        Simulation(RunSpec("r", prob, CYCLE, make_algorithm("msda"), 0, StopCriteria(rounds=2))).start()
