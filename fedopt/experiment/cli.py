@@ -1,0 +1,79 @@
+"""``fedopt run CONFIG`` and ``fedopt plot DIR`` (registered by :mod:`fedopt.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedopt.experiment.plots import X_COLUMNS, Y_COLUMNS
+
+#: Columns of the summary printed after ``fedopt run`` (those present are shown).
+SUMMARY_COLUMNS = ("algorithm", "topology", "seed", "variant", "status", "time", "round", "messages", "grad_evals",
+                   "subopt", "dist_opt", "consensus")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = subparsers.add_parser(
+        "run", help="run an experiment config (YAML) into a results directory",
+        description="Run every run of an experiment config; write results.parquet, plots, config.yaml "
+        "and manifest.json into the output directory.",
+    )
+    run.add_argument("config", help="experiment config (YAML)")
+    run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>)")
+    run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray, mpi)")
+    run.add_argument("--resume", action="store_true", help="skip runs already finished in DIR")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+    plot = subparsers.add_parser(
+        "plot", help="plot a results table (median over seeds, min–max band)",
+        description="Plot y against x from DIR/results.parquet, one panel per topology, one line per algorithm.",
+    )
+    plot.add_argument("dir", metavar="DIR", help="experiment output directory (or a results .parquet file)")
+    plot.add_argument("--x", default="messages", help=f"x axis: {', '.join(X_COLUMNS)} (default: messages)")
+    plot.add_argument("--y", default="dist_opt", help=f"y axis: {', '.join(Y_COLUMNS)} (default: dist_opt)")
+    plot.add_argument("--title", help="figure title")
+    plot.add_argument("--out", metavar="FILE", help="output image (default: DIR/plots/<y>_vs_<x>.png)")
+    plot.set_defaults(func=_plot)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fedopt.experiment.config import load_config
+    from fedopt.experiment.runner import final_rows, run_experiment
+
+    cfg = load_config(args.config)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    df = run_experiment(cfg, out, engine=args.engine, resume=args.resume, progress=not args.no_progress)
+    last = final_rows(df)
+    cols = [c for c in SUMMARY_COLUMNS if c in last.columns and not (c == "variant" and (last[c].fillna("") == "").all())]
+    if len(last):
+        with _pandas_display():
+            print(last[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    bad = last[last["status"] != "ok"] if len(last) else last
+    for _, row in bad.iterrows():
+        print(f"{row['status']}: {row['algorithm']} on {row['topology']} seed {row['seed']}: {row['message']}")
+    plots = sorted((out / "plots").glob("*.png")) if (out / "plots").is_dir() else []
+    print(f"{len(last)} runs ({(last['status'] == 'ok').sum() if len(last) else 0} ok); results: {out / 'results.parquet'}")
+    print(f"plots: {', '.join(str(p) for p in plots) or '(none)'}")
+    print(f"config: {out / 'config.yaml'}; manifest: {out / 'manifest.json'}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from fedopt.experiment.plots import check_axes, plot_results
+    from fedopt.experiment.store import load_results
+
+    check_axes(args.x, args.y)
+    src = Path(args.dir)
+    df = load_results(src)
+    base = src if src.is_dir() else src.parent
+    out = Path(args.out) if args.out else base / "plots" / f"{args.y}_vs_{args.x}.png"
+    plot_results(df, args.x, args.y, out, title=args.title)
+    print(f"plot: {out}")
+    return 0
+
+
+def _pandas_display():  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40)

@@ -1,0 +1,408 @@
+"""The experiment config: one YAML file → a validated :class:`ExperimentConfig`.
+
+A config names a problem, one or more topologies, one or more algorithms (each
+with its hyper-parameters), the seeds, when runs stop, how often they record,
+the engine, an optional parameter sweep and the resources of one run::
+
+    name: quickstart
+    problem: {name: logistic, n: 16, data: {source: synthetic, n_samples: 800, d: 10}, reg: 0.01}
+    topology: [cycle, star, {name: random_geometric, radius: 0.5}]
+    algorithms:
+      - {name: dgd, params: {lr: 0.5}}
+      - {name: gossip_sgd, label: gossip-sgd, params: {lr: 0.1}}
+    seeds: [0, 1]
+    stop: {time: 50}
+    record: {every: 1.0}
+    engine: local
+    sweep: {algorithms.0.params.lr: [0.1, 0.5]}
+    resources: {num_cpus: 1, num_gpus: 0}
+
+Everything is checked when the config is loaded, before any run starts:
+unknown keys, types and ranges, algorithm names and each algorithm's own
+parameter model, problem names and the parameters their factory accepts, the
+engine name, and every sweep path. Topology names are checked when the grid is
+expanded (:func:`fedopt.experiment.sweep.expand`), which also happens before
+any run. A bad config raises :class:`ConfigError` (a ``ValueError``) with one
+line naming the key path, e.g. ``config: algorithms.1.name: unknown algorithm
+'dadoa'; choose one of: dgd, fedavg, gossip_sgd``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fedopt.core.trace import METRIC_COLUMNS
+
+
+class ConfigError(ValueError):
+    """A bad experiment config (the message is one line starting with ``config:``)."""
+
+
+#: Top-level sections a sweep path may start with.
+SWEEPABLE = ("problem", "topology", "algorithms", "stop", "record")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StopConfig(_Section):
+    """When each run ends: the first criterion met (checked at every checkpoint)."""
+
+    time: float | None = Field(None, gt=0, description="simulated time (rounds for round-based algorithms)")
+    rounds: int | None = Field(None, ge=1, description="synchronous rounds")
+    messages: float | None = Field(None, gt=0, description="communications")
+    target: float | None = Field(None, description="stop once target_metric <= target")
+    target_metric: Literal["subopt", "dist_opt", "consensus", "grad_norm_sq"] = "dist_opt"
+
+
+class RecordConfig(_Section):
+    """Checkpoint spacing: rounds for round-based algorithms, simulated time for event-based ones."""
+
+    every: float = Field(1.0, gt=0)
+
+
+class ResourcesConfig(_Section):
+    """Resources of one run (a Ray task in a Ray sweep)."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class AlgorithmConfig(_Section):
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ProblemConfig(BaseModel):
+    """``name`` and ``n`` plus the keyword parameters of the problem's factory."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    n: int = Field(ge=1)
+
+    def factory_params(self) -> dict[str, Any]:
+        """Every key but ``name`` (``n`` included), as passed to the factory."""
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class ExperimentConfig(_Section):
+    name: str
+    problem: ProblemConfig
+    topology: list[str | dict[str, Any]] = Field(min_length=1)
+    algorithms: list[AlgorithmConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    stop: StopConfig
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    engine: str = "local"
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what ``config.yaml`` holds; :func:`parse_config` reads it back)."""
+        return self.model_dump(mode="json")
+
+
+# ---- loading ------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML config (``name`` defaults to the file's stem)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: no such file: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"config: {p.name}: invalid YAML{where}: {what}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {p.name}: the top level must be a mapping of keys to values")
+    raw.setdefault("name", p.stem)
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate plain data (a parsed YAML mapping) into an :class:`ExperimentConfig`."""
+    cfg = _validate_plain(raw)
+    for path, values in cfg.sweep.items():
+        if not values:
+            raise ConfigError(f"config: sweep.{path}: give a non-empty list of values")
+        base = cfg.to_dict()
+        base["sweep"] = {}
+        for value in values:
+            raw = apply_override(base, path, value)
+            try:
+                _validate_plain(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"config: sweep.{path} = {value!r}: {_strip(exc)}") from None
+    return cfg
+
+
+def _validate_plain(raw: dict[str, Any]) -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping of keys to values")
+    allowed = list(ExperimentConfig.model_fields)
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"config: {key}: unknown key; allowed keys: {', '.join(allowed)}")
+    if "stop" not in raw or raw["stop"] is None:
+        raise ConfigError("config: stop: give at least one of time, rounds, messages, target")
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+    _check_stop(cfg.stop)
+    _check_engine(cfg.engine)
+    _check_seeds(cfg.seeds)
+    _check_problem(cfg.problem)
+    _check_algorithms(cfg.algorithms)
+    _check_topologies(cfg)
+    return cfg
+
+
+def _strip(exc: Exception) -> str:
+    msg = str(exc)
+    return msg[len("config: "):] if msg.startswith("config: ") else msg
+
+
+# ---- checks -------------------------------------------------------------------------
+
+
+def _check_stop(stop: StopConfig) -> None:
+    if stop.time is None and stop.rounds is None and stop.messages is None and stop.target is None:
+        raise ConfigError("config: stop: give at least one of time, rounds, messages, target")
+
+
+def _check_engine(name: str) -> None:
+    from fedopt.engines.base import available_engines
+
+    names = available_engines()
+    if name not in names:
+        raise ConfigError(f"config: engine: {name!r} is not one of {', '.join(names)}")
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    for i, s in enumerate(seeds):
+        if s < 0:
+            raise ConfigError(f"config: seeds.{i}: seeds must be non-negative integers, got {s}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config: seeds: duplicate seeds in {seeds}")
+
+
+def _check_problem(problem: ProblemConfig) -> None:
+    from fedopt.problems.base import problem_factory
+
+    try:
+        factory = problem_factory(problem.name)
+    except ValueError as exc:
+        raise ConfigError(f"config: problem.name: {exc}") from None
+    given = problem.factory_params()
+    if "rng" in given:
+        raise ConfigError("config: problem.rng: the problem's random stream comes from the run's seed; remove it")
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [k for k, p in params.items() if k != "rng" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in given:
+        if key not in names:
+            raise ConfigError(
+                f"config: problem.{key}: unknown parameter of problem {problem.name!r}; allowed: {', '.join(names)}"
+            )
+    for key in names:
+        p = params[key]
+        if p.default is inspect.Parameter.empty and key not in given:
+            raise ConfigError(f"config: problem.{key}: required by problem {problem.name!r}")
+
+
+def _check_algorithms(algos: list[AlgorithmConfig]) -> None:
+    from fedopt.algorithms.base import algorithm_class
+
+    seen: dict[str, int] = {}
+    for i, a in enumerate(algos):
+        try:
+            cls = algorithm_class(a.name)
+        except ValueError as exc:
+            raise ConfigError(f"config: algorithms.{i}.name: {exc}") from None
+        try:
+            cls.Params(**a.params)
+        except ValidationError as exc:
+            allowed = ", ".join(cls.Params.model_fields) or "(none)"
+            raise ConfigError(
+                _format(exc, prefix=f"algorithms.{i}.params", allowed=allowed, owner=f"algorithm {a.name!r}")
+            ) from None
+        label = a.display
+        if label in seen:
+            raise ConfigError(
+                f"config: algorithms.{i}.label: {label!r} is already used by algorithms.{seen[label]}; "
+                "give each entry a distinct label"
+            )
+        seen[label] = i
+
+
+def _check_topologies(cfg: ExperimentConfig) -> None:
+    for i, t in enumerate(cfg.topology):
+        if isinstance(t, dict):
+            if "name" not in t or not isinstance(t["name"], str):
+                raise ConfigError(f"config: topology.{i}.name: give the topology's name (a string)")
+            if "n" in t and t["n"] != cfg.problem.n:
+                raise ConfigError(f"config: topology.{i}.n: {t['n']} differs from problem.n = {cfg.problem.n}")
+            if "label" in t and not isinstance(t["label"], str):
+                raise ConfigError(f"config: topology.{i}.label: must be a string")
+
+
+# ---- error formatting -------------------------------------------------------------
+
+
+def _format(exc: ValidationError, prefix: str = "", allowed: str | None = None, owner: str | None = None) -> str:
+    """One line from a pydantic error: ``config: <key path>: <message>`` (all errors, ``;``-joined)."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"] if not str(x).startswith(("function-", "list[", "dict["))]
+        path = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            keys = allowed if allowed is not None else _allowed_keys(err["loc"][:-1])
+            what = f"unknown parameter of {owner}" if owner else "unknown key"
+            parts.append(f"{path}: {what}; allowed: {keys}")
+        elif err["type"] == "missing":
+            parts.append(f"{path}: required key is missing")
+        else:
+            got = err.get("input")
+            suffix = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            parts.append(f"{path}: {err['msg']}{suffix}")
+    return "config: " + "; ".join(_dedupe(parts))
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    out: list[str] = []
+    for x in items:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        sub = {"stop": StopConfig, "record": RecordConfig, "resources": ResourcesConfig,
+               "algorithms": AlgorithmConfig, "problem": ProblemConfig}.get(str(part))
+        if sub is None:
+            break
+        model = sub
+    return ", ".join(model.model_fields)
+
+
+# ---- sweep paths --------------------------------------------------------------------
+
+
+def split_path(path: str) -> list[str | int]:
+    """``"algorithms.0.params.lr"`` → ``["algorithms", 0, "params", "lr"]``."""
+    if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
+        raise ConfigError(f"config: sweep.{path}: a sweep key is a dotted path such as algorithms.0.params.lr")
+    return [int(p) if p.isdigit() else p for p in path.split(".")]
+
+
+def apply_override(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of plain config data with the value at the dotted ``path`` replaced.
+
+    ``topology.<key>`` addresses the only topology of a single-topology config;
+    a topology given by name becomes ``{name: ...}`` when one of its parameters
+    is set; ``algorithms.<label>`` may stand for the algorithm's index.
+    """
+    parts = split_path(path)
+    head = parts[0]
+    if head not in SWEEPABLE:
+        raise ConfigError(f"config: sweep.{path}: only {', '.join(SWEEPABLE)} can be swept")
+    out = copy.deepcopy(raw)
+    if head == "topology":
+        if not isinstance(out.get("topology"), list):
+            out["topology"] = [out.get("topology")]
+        if len(parts) > 1 and not isinstance(parts[1], int):
+            if len(out["topology"]) != 1:
+                raise ConfigError(f"config: sweep.{path}: several topologies; say which one (topology.<index>.…)")
+            parts.insert(1, 0)
+        if len(parts) > 2 and isinstance(parts[1], int) and parts[1] < len(out["topology"]):
+            t = out["topology"][parts[1]]
+            if isinstance(t, str):
+                out["topology"][parts[1]] = {"name": t}
+    if head == "algorithms" and len(parts) > 1 and not isinstance(parts[1], int):
+        labels = [(a.get("label") or a.get("name")) if isinstance(a, dict) else None for a in out.get("algorithms", [])]
+        if parts[1] not in labels:
+            raise ConfigError(
+                f"config: sweep.{path}: no algorithm labelled {parts[1]!r}; use an index or one of: "
+                f"{', '.join(str(x) for x in labels)}"
+            )
+        parts[1] = labels.index(parts[1])
+    node: Any = out
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(str(p) for p in parts[: i + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"config: sweep.{path}: {where} does not exist")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"config: sweep.{path}: {where} does not exist")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"config: sweep.{path}: index {last} does not exist")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"config: sweep.{path}: {'.'.join(str(p) for p in parts[:-1])} is not a mapping")
+    return out
+
+
+__all__ = [
+    "AlgorithmConfig",
+    "ConfigError",
+    "ExperimentConfig",
+    "METRIC_COLUMNS",
+    "ProblemConfig",
+    "RecordConfig",
+    "ResourcesConfig",
+    "StopConfig",
+    "apply_override",
+    "load_config",
+    "parse_config",
+]
