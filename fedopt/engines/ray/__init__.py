@@ -1,0 +1,20 @@
+"""The ``ray`` engine: actors that host shards of nodes (see :mod:`fedopt.engines.ray.engine`).
+
+Importing this package registers the engine; ``make_engine("ray", num_actors=...)``
+imports it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedopt.engines.base import register_engine
+from fedopt.engines.ray.engine import RayEngine, RaySimulation, merge_meters
+
+
+@register_engine("ray")
+def _make_ray_engine(**options: Any) -> RayEngine:
+    return RayEngine(**options)
+
+
+__all__ = ["RayEngine", "RaySimulation", "merge_meters"]

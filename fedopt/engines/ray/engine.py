@@ -1,0 +1,447 @@
+"""The ``ray`` engine: a pool of actors, each hosting a shard of logical nodes as arrays.
+
+How a run is spread (the driver is the process that calls :meth:`RayEngine.run`):
+
+* **Event-based algorithms** — the driver owns the seeded event stream and
+  the virtual clock (the same :class:`~fedopt.engines.base.Simulation` draws
+  it as in the local engine), cuts each block into dependency levels and
+  hands every shard the plan of its events (:mod:`fedopt.engines.ray.events`):
+  runs of levels without cross-shard gossip go in one call per shard, cross-shard
+  gossip is done in two phases with the peer messages passed between shards
+  as object references. Nodes are placed with a graph partition that keeps
+  edges inside shards (:mod:`fedopt.engines.ray.partition`).
+* **Federated algorithms** — the driver runs ``configure``, puts the payload
+  (and the server's arrays) in the object store once per round, each shard
+  runs ``client_update`` for its selected clients, vectorized, and returns
+  ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order and
+  runs ``aggregate``. Per-client state rows (arrays whose first axis is the
+  ``n`` clients, e.g. control variates) stay in the shards. An algorithm
+  whose ``configure`` / ``aggregate`` read per-client rows, or whose
+  ``client_update`` writes the broadcast or the server's arrays, does not fit
+  this split: the engine then runs its rounds on the driver (exact, noted in
+  the run's message).
+* **Other round-based algorithms** (DGD, gradient tracking, ...) — a round is
+  one matrix step over all nodes, so the round runs on the driver-side state
+  with the counted channel, as in the local engine (exact; no actors are used).
+
+Every shard counts into its own :class:`~fedopt.core.meter.Meter`; at record
+points the driver sums them (with its own counts) into the row's meter and
+takes the shards' state rows as a checkpoint. If an actor dies, the run
+replaces it, rolls every shard and the driver back to the last record point
+and replays from there: the trace equals an undisturbed run's. After
+``max_restarts`` failed attempts the run ends with ``status="error"`` and the
+reason.
+
+Random draws inside handlers (minibatches with ``batch_size``, client
+subsampling inside ``client_update``) come from per-shard streams keyed by
+``(seed, stream, shard)``: such runs are valid but not draw-for-draw equal to
+the local engine's; the run's message says which streams were drawn. Draws on
+the driver (event clocks, ``configure``'s client sampling, ``init``) are the
+local engine's.
+
+GPU placement: ``num_gpus_per_actor`` (fractional allowed) reserves GPUs
+through Ray; Ray sets ``CUDA_VISIBLE_DEVICES`` in the actor, so a torch-based
+problem that puts its tensors on ``"cuda"`` runs its shard's oracles there
+(numpy problems stay on the CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from fedopt.algorithms.base import EventAlgorithm, FederatedAlgorithm
+from fedopt.core.levels import schedule_levels
+from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
+from fedopt.core.trace import checkpoint_row
+from fedopt.engines.base import Engine, RunResult, RunSpec, Simulation
+from fedopt.engines.ray.events import plan_block
+from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of
+from fedopt.engines.ray.worker import ShardWorker, topology_for_period
+
+
+class SplitUnsupported(Exception):
+    """The federated algorithm does not fit the configure / client_update / aggregate split."""
+
+
+class ActorLost(Exception):
+    """An actor of the pool died (the run may recover from its last checkpoint)."""
+
+
+def merge_meters(driver: Meter, shards: list[dict[str, Any]]) -> Meter:
+    """The run's meter: the driver's counts plus every shard's (counters are sums over nodes)."""
+    d = driver.state_dict()
+    eps = [s["epsilon"] for s in shards if s["epsilon"] is not None]
+    for s in shards:
+        for name in (*NODE_COUNTERS, "edge_messages"):
+            d[name] = d[name] + s[name]  # type: ignore[operator]
+        for name in ("communications", "server_floats", "link_time"):
+            d[name] = d[name] + s[name]  # type: ignore[operator]
+    if d["epsilon"] is None and eps:
+        d["epsilon"] = max(eps)
+    out = Meter(n=driver.n, m=driver.m, bytes_per_float=driver.bytes_per_float)
+    out.load_state_dict(d)
+    return out
+
+
+def _is_client_key(v: Any, n: int, d: int) -> bool:
+    if not isinstance(v, np.ndarray) or v.ndim == 0 or v.shape[0] != n:
+        return False
+    return v.ndim >= 2 or n != d
+
+
+class ActorPool:
+    """The engine's actors (created once, reused by every run, replaced when they die)."""
+
+    def __init__(self, size: int, num_cpus: float, num_gpus: float) -> None:
+        self._cls = ray.remote(ShardWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)
+        self.actors = [self._cls.remote() for _ in range(size)]
+
+    def alive(self, k: int, timeout: float = 60.0) -> bool:
+        try:
+            ray.get(self.actors[k].ping.remote(), timeout=timeout)
+            return True
+        except (RayActorError, GetTimeoutError):
+            return False
+
+    def replace(self, k: int) -> None:
+        try:
+            ray.kill(self.actors[k])
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.actors[k] = self._cls.remote()
+
+    def close(self) -> None:
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+
+
+class RaySimulation(Simulation):
+    """A :class:`Simulation` whose rounds and events run in the shards of an actor pool."""
+
+    def __init__(self, spec: RunSpec, pool: ActorPool, hook: Callable[[str, int], None] | None = None,
+                 driver_rounds: bool = False) -> None:
+        super().__init__(spec)
+        self.pool = pool
+        self.hook = hook
+        if isinstance(self.algo, EventAlgorithm):
+            self.mode = "events"
+        elif isinstance(self.algo, FederatedAlgorithm) and not driver_rounds:
+            self.mode = "federated"
+        else:
+            self.mode = "driver"
+        self.notes: list[str] = []
+        self.cut = 0
+        self.rng_used: set[str] = set()
+        self.restarts = 0
+        self.cross_events = 0
+        self._dispatches = 0
+        self._shard_meters: list[dict[str, Any]] = []
+        self._shard_rng: list[dict[str, Any]] = []
+        self._ckpt: dict[str, Any] | None = None
+
+    # ---- set-up -------------------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        if self.mode == "driver":
+            return
+        n = self.spec.problem.n
+        k = min(len(self.pool.actors), n)
+        top = self.ctx.topology
+        if self.mode == "events":
+            self.shards = graph_shards(top.edges, n, k, seed=self.spec.seed)
+            self.cut = cut_edges(top.edges, owner_of(self.shards, n))
+        else:
+            self.shards = contiguous_shards(n, k)
+        self.owner = owner_of(self.shards, n)
+        self.actors = self.pool.actors[:k]
+        self.client_keys = sorted(key for key, v in self.state.items() if _is_client_key(v, n, self.spec.problem.d))
+        self._spec_ref = ray.put(self.spec)
+        ray.get([a.setup.remote(self._spec_ref, i, s) for i, (a, s) in enumerate(zip(self.actors, self.shards))])
+        self._shard_meters = [Meter(n=n, m=self.meter.m).state_dict() for _ in self.actors]
+
+    def _heal(self) -> None:
+        """Replace dead actors and bring every shard back to the last checkpoint."""
+        ck = self._ckpt
+        assert ck is not None
+        for i in range(len(self.actors)):
+            if not self.pool.alive(i):
+                self.pool.replace(i)
+                self.actors[i] = self.pool.actors[i]
+                ray.get(self.actors[i].setup.remote(self._spec_ref, i, self.shards[i]))
+        state_ref = ray.put(ck["state"])
+        ray.get([a.restore.remote(state_ref, ck["shard_meters"][i], ck["shard_rng"][i], ck["period_index"])
+                 for i, a in enumerate(self.actors)])
+        self._restore_driver(ck)
+
+    def _get(self, refs: list[Any]) -> list[Any]:
+        try:
+            return ray.get(refs)
+        except RayActorError as exc:
+            raise ActorLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        except ray.exceptions.RayTaskError as exc:
+            # a failed input (a dead peer) surfaces as a task error: find out which
+            if any(not self.pool.alive(i, timeout=10.0) for i in range(len(self.actors))):
+                raise ActorLost(f"an actor died ({type(exc.cause).__name__})") from exc
+            raise exc.as_instanceof_cause() from None
+
+    def _tick(self, stage: str) -> None:
+        self._dispatches += 1
+        if self.hook is not None:
+            self.hook(stage, self._dispatches)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def _snapshot_driver(self) -> dict[str, Any]:
+        keep = {id(self.spec.problem): self.spec.problem, id(self.algo): self.algo,
+                id(self.spec.topology): self.spec.topology, id(self.ctx.topology): self.ctx.topology}
+        mutable = copy.deepcopy({"stream": self._stream, "rng": self.rng, "meter": self.meter, "state": self.state}, keep)
+        return {**mutable, "t": self.t, "round": self.round, "n_events": self.n_events,
+                "period_index": self._period_index, "topology": self.ctx.topology,
+                "shard_meters": self._shard_meters, "shard_rng": self._shard_rng}
+
+    def _restore_driver(self, ck: dict[str, Any]) -> None:
+        keep = {id(self.spec.problem): self.spec.problem, id(self.algo): self.algo,
+                id(self.spec.topology): self.spec.topology, id(ck["topology"]): ck["topology"]}
+        m = copy.deepcopy({"stream": ck["stream"], "rng": ck["rng"], "meter": ck["meter"], "state": ck["state"]}, keep)
+        self._stream, self.rng, self.meter, self.state = m["stream"], m["rng"], m["meter"], m["state"]
+        self.t, self.round, self.n_events, self._period_index = ck["t"], ck["round"], ck["n_events"], ck["period_index"]
+        ctx = self.ctx
+        ctx.rng, ctx.meter, ctx.oracle.meter, ctx.topology = self.rng, self.meter, self.meter, ck["topology"]
+        ctx.channel = Channel(self.meter, ctx.topology.latency, ctx.topology.bandwidth)
+        self._shard_meters, self._shard_rng = ck["shard_meters"], ck["shard_rng"]
+
+    def record(self) -> dict[str, Any]:
+        if self.mode == "driver":
+            return super().record()
+        events = self.mode == "events"
+        keys = list(self.state) if events else self.client_keys
+        snaps = self._get([a.snapshot.remote(self.t, events, keys) for a in self.actors])
+        n = self.spec.problem.n
+        state = dict(self.state)
+        for k in keys:
+            v = self.state[k]
+            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
+                full = np.array(v)
+                for s, snap in zip(self.shards, snaps):
+                    full[s] = snap["rows"][k]
+                state[k] = full
+            else:
+                w0 = snaps[0]["whole"][k]
+                if any(not np.array_equal(w0, snap["whole"][k]) for snap in snaps[1:]):
+                    raise RuntimeError(f"state entry {k!r} is not per-node but event handlers change it: "
+                                       f"algorithm {self.algo.name!r} cannot be sharded by the ray engine")
+                state[k] = w0
+        self.state = state
+        if events:
+            X = np.empty((n, self.spec.problem.d))
+            for s, snap in zip(self.shards, snaps):
+                X[s] = snap["X"]
+        else:
+            X = self.algo.iterates(self.state, self.ctx, self.t)
+        self._shard_meters = [snap["meter"] for snap in snaps]
+        self._shard_rng = [snap["rng"] for snap in snaps]
+        for snap in snaps:
+            self.rng_used.update(snap["rng_used"])
+        self.meter.sim_time = self.t
+        merged = merge_meters(self.meter, self._shard_meters)
+        row = checkpoint_row(self.spec.problem, X, merged, self.t, self.round, time.perf_counter() - self._wall0)
+        row["events"] = self.n_events
+        self.rows.append(row)
+        self.merged_meter = merged
+        self._ckpt = self._snapshot_driver()
+        return row
+
+    # ---- the parts that run in the shards --------------------------------------------------
+    def apply_rounds(self, count: int) -> None:
+        if self.mode != "federated":
+            return super().apply_rounds(count)
+        algo = self.algo
+        assert isinstance(algo, FederatedAlgorithm)
+        ck = set(self.client_keys)
+        for _ in range(count):
+            r = self.round
+            server = {k: v for k, v in self.state.items() if k not in ck}
+            try:
+                clients, payload = algo.configure(server, self.ctx, r)
+            except KeyError as exc:
+                raise SplitUnsupported(f"configure reads per-client state {exc}") from None
+            clients = np.asarray(clients, dtype=np.int64)
+            bundle = ray.put({"payload": payload, "server": server})
+            own = self.owner[clients]
+            calls = [(i, clients[own == i]) for i in range(len(self.actors))]
+            calls = [(i, c) for i, c in calls if len(c)] or [(0, clients)]
+            refs = [self.actors[i].client_update.remote(bundle, c, r, self._period_index) for i, c in calls]
+            self._tick("round")
+            parts = self._get(refs)
+            for p in parts:
+                if "contract" in p:
+                    raise SplitUnsupported(p["contract"])
+            total = parts[0]["sum"]
+            weight = parts[0]["weight"]
+            for p in parts[1:]:
+                total = total + p["sum"]
+                weight += p["weight"]
+            try:
+                new = algo.aggregate(server, self.ctx, total, weight, r)
+            except KeyError as exc:
+                raise SplitUnsupported(f"aggregate reads per-client state {exc}") from None
+            if ck & set(new):
+                raise SplitUnsupported(f"aggregate writes per-client state {sorted(ck & set(new))}")
+            self.state = {**new, **{k: self.state[k] for k in self.client_keys}}
+            self.round += 1
+            self.meter.rounds = self.round
+
+    def apply_events(self, t_end: float) -> None:
+        assert isinstance(self.algo, EventAlgorithm) and self._stream is not None
+        block = self._stream.until(t_end, self.spec.max_events - self.n_events)
+        self.n_events += len(block)
+        if len(block) == 0:
+            return
+        sched = schedule_levels(block, self.ctx.n)
+        calls, n_cross = plan_block(sched, self.owner, len(self.actors))
+        self.cross_events += n_cross
+        refs: dict[tuple[int, int], Any] = {}
+        for c in calls:
+            inputs = [refs[i] for i in c.inputs]
+            refs[(c.shard, c.index)] = self.actors[c.shard].run_segment.remote(self._period_index, c.plan, *inputs)
+        self._tick("events")
+        self._get(list(refs.values()))
+
+    # ---- driver loop with recovery -------------------------------------------------------------
+    def run(self, progress: Callable[[float], None] | None = None, max_restarts: int = 3) -> RunResult:
+        self.start()
+        row = self.record()
+        status, message = "ok", ""
+        while not self.spec.stop.reached(row):
+            try:
+                self.step_checkpoint()
+                row = self.record()
+            except ActorLost as exc:
+                self.restarts += 1
+                if self.restarts > max_restarts:
+                    status = "error"
+                    message = (f"ActorLost: {exc}; gave up after {max_restarts} restart(s) "
+                               f"at time {self.t:g} (last record point)")
+                    break
+                try:
+                    self._heal()
+                except Exception as heal_exc:  # noqa: BLE001 - the run cannot go on
+                    status, message = "error", f"ActorLost: {exc}; recovery failed: {type(heal_exc).__name__}: {heal_exc}"
+                    break
+                row = self.rows[-1]
+                continue
+            if progress is not None:
+                progress(self.t)
+            if not math.isfinite(row["consensus"]):
+                status, message = "diverged", f"non-finite iterates at time {self.t:g}"
+                break
+            if self.n_events >= self.spec.max_events:
+                break
+        notes = list(self.notes)
+        if self.restarts:
+            notes.append(f"recovered from {self.restarts} lost actor(s)")
+        if self.rng_used:
+            notes.append(f"handlers drew from random streams {sorted(self.rng_used)} in separate shards: "
+                         "not draw-for-draw equal to the local engine")
+        note = "; ".join(notes)
+        message = f"{message} [{note}]" if message and note else (message or note)
+        meter = self.meter if self.mode == "driver" else getattr(self, "merged_meter", self.meter)
+        return RunResult(self.spec.run_id, self.rows, status, message, self.state, meter)
+
+
+class RayEngine(Engine):
+    """Runs specs on a pool of Ray actors, each hosting a shard of nodes.
+
+    Parameters
+    ----------
+    num_actors : int, optional
+        Actors in the pool (default: as many as the cluster's CPUs / GPUs allow
+        at ``num_cpus_per_actor`` / ``num_gpus_per_actor`` each). A run uses at
+        most one actor per node.
+    num_cpus_per_actor, num_gpus_per_actor : float
+        Ray resources each actor reserves (fractions allowed).
+    address : str, optional
+        Ray cluster to join (``"auto"``, ``"ray://host:port"``); default: the
+        running Ray instance, or a new local one (dashboard off, bound to localhost).
+    max_restarts : int
+        Lost actors a run may recover from before it is marked ``status="error"``.
+    fault_hook : callable, optional
+        ``hook(stage, k)`` called after the ``k``-th dispatch (tests kill actors here).
+    """
+
+    name = "ray"
+
+    def __init__(self, num_actors: int | None = None, num_cpus_per_actor: float = 1.0,
+                 num_gpus_per_actor: float = 0.0, address: str | None = None, max_restarts: int = 3,
+                 fault_hook: Callable[[str, int], None] | None = None) -> None:
+        if num_actors is not None and num_actors < 1:
+            raise ValueError(f"ray engine: num_actors must be at least 1, got {num_actors}")
+        if num_cpus_per_actor < 0 or num_gpus_per_actor < 0:
+            raise ValueError("ray engine: num_cpus_per_actor and num_gpus_per_actor must be non-negative")
+        self.num_actors = num_actors
+        self.num_cpus_per_actor = float(num_cpus_per_actor)
+        self.num_gpus_per_actor = float(num_gpus_per_actor)
+        self.address = address
+        self.max_restarts = int(max_restarts)
+        self.fault_hook = fault_hook
+        self._pool: ActorPool | None = None
+        self._owns_ray = False
+
+    def _ensure_pool(self) -> ActorPool:
+        if self._pool is None:
+            if not ray.is_initialized():
+                kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+                if self.address is None:
+                    kw["dashboard_host"] = "127.0.0.1"
+                ray.init(address=self.address, **kw)
+                self._owns_ray = True
+            self._pool = ActorPool(self._pool_size(), self.num_cpus_per_actor, self.num_gpus_per_actor)
+        return self._pool
+
+    def _pool_size(self) -> int:
+        if self.num_actors is not None:
+            return self.num_actors
+        res = ray.cluster_resources()
+        sizes = [int(res.get("CPU", 1) // self.num_cpus_per_actor) if self.num_cpus_per_actor > 0 else 64]
+        if self.num_gpus_per_actor > 0:
+            sizes.append(int(res.get("GPU", 0) // self.num_gpus_per_actor))
+        return max(1, min(sizes))
+
+    @property
+    def actors(self) -> list[Any]:
+        """The pool's actor handles (created on first use)."""
+        return self._ensure_pool().actors
+
+    def _run(self, spec: RunSpec, progress: Callable[[float], None] | None) -> RunResult:
+        pool = self._ensure_pool()
+        sim = RaySimulation(spec, pool, self.fault_hook)
+        try:
+            return sim.run(progress, self.max_restarts)
+        except SplitUnsupported as exc:
+            sim = RaySimulation(spec, pool, self.fault_hook, driver_rounds=True)
+            res = sim.run(progress, self.max_restarts)
+            note = f"rounds ran on the driver: {exc}"
+            res.message = f"{res.message}; {note}" if res.message else note
+            return res
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+
+__all__ = ["RayEngine", "RaySimulation", "merge_meters", "topology_for_period"]

@@ -1,0 +1,299 @@
+"""The shard worker: one Ray actor hosting a shard of logical nodes as arrays.
+
+A worker rebuilds the run's context from the :class:`~fedopt.engines.base.RunSpec`
+(problem, topology, algorithm, its own :class:`Meter` and random streams) and
+holds a full-size copy of the algorithm state of which only its shard's rows
+are authoritative. It never talks to other workers directly: the driver hands
+it event plans (see :mod:`fedopt.engines.ray.events`) whose inputs may be other
+workers' outputs, resolved by Ray before the call runs.
+
+This module does not import Ray; :mod:`fedopt.engines.ray.engine` wraps
+:class:`ShardWorker` as an actor class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from fedopt.algorithms.base import Context, EventAlgorithm, FederatedAlgorithm
+from fedopt.core.arrays import IntArray, State
+from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
+from fedopt.core.rng import RngStreams, stream_key
+
+#: Spawn-key tag of the per-shard random streams (kept apart from the run's own streams).
+SHARD_STREAM_TAG = 0x5348
+
+
+class ShardStreams(RngStreams):
+    """Random streams of one shard: independent of the other shards' and of the driver's.
+
+    A handler that draws from ``ctx.rng[name]`` inside a worker gets a stream
+    keyed by ``(seed, name, shard)``, so shards never reuse each other's
+    numbers; the names drawn from are recorded (such a run is a valid sample
+    of the algorithm, but not draw-for-draw the local engine's run).
+    """
+
+    def __init__(self, seed: int, shard: int) -> None:
+        super().__init__(seed)
+        self.shard = int(shard)
+        self.used: set[str] = set()
+
+    def fresh(self, name: str, *sub: int) -> np.random.Generator:
+        ss = np.random.SeedSequence(self.seed, spawn_key=(stream_key(name), *map(int, sub), SHARD_STREAM_TAG, self.shard))
+        return np.random.Generator(np.random.PCG64(ss))
+
+    def __getitem__(self, name: str) -> np.random.Generator:
+        self.used.add(name)
+        return super().__getitem__(name)
+
+    def get_state(self) -> dict[str, Any]:
+        return {name: g.bit_generator.state for name, g in self._cache.items()}
+
+    def set_state(self, states: dict[str, Any]) -> None:
+        self._cache.clear()
+        for name, st in states.items():
+            g = self.fresh(name)
+            g.bit_generator.state = st
+            self._cache[name] = g
+
+
+def topology_for_period(topology: Any, period_index: int) -> Any:
+    """The graph in force during switching period ``period_index`` (as the driver picks it)."""
+    if not hasattr(topology, "at"):
+        return topology
+    if period_index == 0:
+        return topology.at(0.0)
+    return topology.at((period_index + 0.5) * float(topology.period))
+
+
+def _read_only(a: Any) -> Any:
+    if isinstance(a, np.ndarray):
+        v = a.view()
+        v.setflags(write=False)
+        return v
+    return a
+
+
+class ShardWorker:
+    """State rows, meter and random streams of one shard of nodes (or clients)."""
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    # ---- set-up, checkpoints -------------------------------------------------------
+    def setup(self, spec: Any, shard: int, nodes: IntArray) -> int:
+        """Build the run's context and initial state; ``nodes`` are this shard's rows."""
+        self.spec = spec
+        self.shard = int(shard)
+        self.nodes = np.asarray(nodes, dtype=np.int64)
+        self.period_index = 0
+        top = topology_for_period(spec.topology, 0)
+        self.meter = Meter(n=spec.problem.n, m=top.m)
+        self.ctx = Context(spec.problem, top, RngStreams(spec.seed), self.meter, Channel(self.meter, top.latency, top.bandwidth))
+        self.algo = spec.algorithm
+        self.state: State = self.algo.init(self.ctx)  # same draws as the driver's init
+        self.rng = ShardStreams(spec.seed, self.shard)
+        self.ctx.rng = self.rng
+        self._own_msgs: np.ndarray | None = None
+        self.device = self._device()
+        return len(self.nodes)
+
+    @staticmethod
+    def _device() -> str:
+        """``"cuda"`` when Ray gave this actor a GPU and torch sees it, else ``"cpu"``."""
+        if not os.environ.get("CUDA_VISIBLE_DEVICES"):
+            return "cpu"
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return "cpu"
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "device": self.device, "nodes": int(len(self.nodes))}
+
+    def snapshot(self, t: float, iterates: bool, keys: list[str]) -> dict[str, Any]:
+        """This shard's rows of ``keys`` (and of the iterates at ``t``), its meter and streams."""
+        out: dict[str, Any] = {}
+        if iterates:
+            X = np.asarray(self.algo.iterates(self.state, self.ctx, t))
+            out["X"] = np.array(X[self.nodes])
+        rows: dict[str, np.ndarray] = {}
+        whole: dict[str, Any] = {}
+        n = self.spec.problem.n
+        for k, v in self.state.items():
+            if k not in keys:
+                continue
+            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
+                rows[k] = np.array(v[self.nodes])
+            else:
+                whole[k] = np.array(v) if isinstance(v, np.ndarray) else v
+        out.update(rows=rows, whole=whole, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used))
+        return out
+
+    def restore(self, state: State, meter: dict[str, Any], rng: dict[str, Any], period_index: int) -> None:
+        """Return to a checkpoint (the driver's assembled state; this shard's meter and streams)."""
+        self.state = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        self.meter.load_state_dict(meter)
+        self.rng.set_state(rng)
+        self._own_msgs = None
+        self._set_period(period_index)
+
+    def _set_period(self, period_index: int) -> None:
+        if period_index == self.period_index:
+            return
+        self.period_index = period_index
+        top = topology_for_period(self.spec.topology, period_index)
+        if top is not self.ctx.topology:
+            self.ctx.topology = top
+            self.ctx.channel = Channel(self.meter, top.latency, top.bandwidth)
+
+    @contextmanager
+    def _scratch_meter(self) -> Iterator[Meter]:
+        """Count into a fresh meter (handlers run on rows this shard does not own)."""
+        ctx, real = self.ctx, self.meter
+        scratch = Meter(n=real.n, m=real.m, bytes_per_float=real.bytes_per_float)
+        scratch.epsilon = real.epsilon
+        ctx.meter = ctx.oracle.meter = ctx.channel.meter = scratch
+        try:
+            yield scratch
+        finally:
+            ctx.meter = ctx.oracle.meter = ctx.channel.meter = real
+
+    def _keep_counts(self, scratch: Meter, nodes: IntArray, scalars: bool) -> None:
+        real = self.meter
+        for name in NODE_COUNTERS:
+            vals = getattr(scratch, name).values
+            if vals.any():
+                getattr(real, name).add(nodes, vals[nodes])
+        if scalars:
+            real.communications += scratch.communications
+            real.server_floats += scratch.server_floats
+            real.link_time += scratch.link_time
+            ev = scratch.edge_messages.values
+            if ev.any():
+                real.edge_messages.add(np.flatnonzero(ev), ev[ev != 0])
+            real.epsilon = scratch.epsilon
+
+    # ---- event-based algorithms ----------------------------------------------------------
+    def run_segment(self, period_index: int, plan: dict[str, Any], *peer_outputs: np.ndarray) -> np.ndarray | None:
+        """Finish the pending cross-shard gossip, run whole levels, start the next cross level.
+
+        ``plan["pending"]`` lists this shard's endpoints of the last cross-shard
+        level (in the order of the messages it returned then), with where each
+        peer's message is in ``peer_outputs``; ``plan`` then has this shard's
+        compute and intra-shard gossip events of consecutive levels, and
+        ``plan["out"]`` the endpoints whose messages start the next cross level.
+        """
+        algo = self.algo
+        assert isinstance(algo, EventAlgorithm)
+        self._set_period(period_index)
+        state, ctx = self.state, self.ctx
+        pend = plan.get("pending")
+        if pend is not None:
+            self._finish_cross(pend, peer_outputs)
+        c_nodes, c_t, c_lv = plan["c_nodes"], plan["c_t"], plan["c_lv"]
+        g_a, g_b, g_t, g_e, g_lv = plan["g_a"], plan["g_b"], plan["g_t"], plan["g_e"], plan["g_lv"]
+        if len(c_lv) or len(g_lv):
+            levels = np.union1d(c_lv, g_lv)
+            cs = np.searchsorted(c_lv, levels, "left").tolist()
+            ce = np.searchsorted(c_lv, levels, "right").tolist()
+            gs = np.searchsorted(g_lv, levels, "left").tolist()
+            ge = np.searchsorted(g_lv, levels, "right").tolist()
+            on_compute, message, on_gossip, channel = algo.on_compute, algo.gossip_message, algo.on_gossip, ctx.channel
+            concat = np.concatenate
+            for i in range(len(levels)):
+                if ce[i] > cs[i]:
+                    on_compute(state, ctx, c_nodes[cs[i]:ce[i]], c_t[cs[i]:ce[i]])
+                if ge[i] > gs[i]:
+                    s, e = gs[i], ge[i]
+                    na, nb, tg = g_a[s:e], g_b[s:e], g_t[s:e]
+                    nodes = concat((na, nb))
+                    tt = concat((tg, tg))
+                    own = message(state, ctx, nodes, tt)
+                    k = e - s
+                    peer = concat((own[k:], own[:k]))
+                    on_gossip(state, ctx, nodes, tt, own, peer)
+                    channel.exchange(na, nb, g_e[s:e], own.shape[1])
+        out = plan.get("out")
+        if out is None:
+            self._own_msgs = None
+            return None
+        msgs = np.array(algo.gossip_message(state, ctx, out["nodes"], out["t"]))
+        self._own_msgs = msgs
+        return msgs
+
+    def _finish_cross(self, pend: dict[str, np.ndarray], peer_outputs: tuple[np.ndarray, ...]) -> None:
+        """``on_gossip`` for this shard's endpoints of cross-shard edges.
+
+        Each group is called in the engine's pair layout (row ``k`` and ``k + K``
+        are the endpoints of one edge, first endpoints first); the peer's rows
+        are scratch rows here and their counts are dropped. The shard holding
+        an edge's first endpoint counts the exchange and any run-level counter.
+        """
+        algo = self.algo
+        assert isinstance(algo, EventAlgorithm) and self._own_msgs is not None
+        own = self._own_msgs
+        src, prow = pend["src"], pend["prow"]
+        peer = np.empty_like(own)
+        for s in np.unique(src).tolist():
+            m = src == s
+            peer[m] = np.asarray(peer_outputs[s])[prow[m]]
+        side, mine, other, t, edges = pend["side"], pend["mine"], pend["other"], pend["t"], pend["edge"]
+        concat = np.concatenate
+        for first in (True, False):
+            m = side == (0 if first else 1)
+            if not m.any():
+                continue
+            o, p, tt = own[m], peer[m], t[m]
+            own_nodes, peer_nodes = mine[m], other[m]
+            if first:
+                nodes, mo, mp = concat((own_nodes, peer_nodes)), concat((o, p)), concat((p, o))
+            else:
+                nodes, mo, mp = concat((peer_nodes, own_nodes)), concat((p, o)), concat((o, p))
+            with self._scratch_meter() as scratch:
+                algo.on_gossip(self.state, self.ctx, nodes, concat((tt, tt)), mo, mp)
+            self._keep_counts(scratch, own_nodes, scalars=first)
+            if first:
+                self.ctx.channel.exchange(own_nodes, peer_nodes, edges[m], o.shape[1])
+        self._own_msgs = None
+
+    # ---- federated algorithms ----------------------------------------------------------------
+    def client_update(self, bundle: dict[str, Any], clients: IntArray, r: int, period_index: int = 0) -> dict[str, Any]:
+        """Local work of this shard's selected ``clients``: returns ``Σ w_k u_k`` and ``Σ w_k``.
+
+        The broadcast payload and the server's arrays are read-only here: a
+        ``client_update`` that writes them is reported as a contract breach
+        (the engine then runs the algorithm's rounds on the driver).
+        """
+        algo = self.algo
+        assert isinstance(algo, FederatedAlgorithm)
+        self._set_period(period_index)
+        payload = {k: _read_only(v) for k, v in bundle["payload"].items()}
+        server = {k: _read_only(v) for k, v in bundle["server"].items()}
+        client_keys = set(self.state) - set(server)
+        state = {k: self.state[k] for k in client_keys}
+        state.update(server)
+        try:
+            updates, weights = algo.client_update(payload, state, self.ctx, np.asarray(clients, dtype=np.int64), r)
+        except ValueError as exc:
+            if "read-only" in str(exc):
+                return {"contract": f"client_update writes the broadcast or server state ({exc})"}
+            raise
+        for k in server:
+            if state.get(k) is not server[k]:
+                return {"contract": f"client_update replaces server state entry {k!r}"}
+        for k, v in state.items():
+            if k in server:
+                continue
+            if k not in client_keys:
+                return {"contract": f"client_update adds state entry {k!r}"}
+            self.state[k] = v
+        weights = np.asarray(weights, dtype=np.float64)
+        return {"sum": weights @ np.asarray(updates), "weight": float(weights.sum())}
