@@ -176,7 +176,7 @@ def save_spec(top: Topology, path: str | os.PathLike[str], description: str | No
     """Write ``top`` as a spec file, atomically (temp file + rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(spec_dict(top, description), sort_keys=False, default_flow_style=None, width=100)
+    text = yaml.safe_dump(spec_dict(top, description), sort_keys=False, default_flow_style=None, width=100, allow_unicode=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -39,6 +39,7 @@ from fedopt.algorithms.base import Context, EventAlgorithm, Params, register_alg
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum
 from fedopt.algorithms.decentralized.msda import counted_dual_grad, dual_grad, quadratic_form
 from fedopt.core.arrays import FloatArray, IntArray, State
+from fedopt.topology.spectral import effective_resistances
 
 
 class ContinuizedParams(Params):
@@ -60,9 +61,9 @@ class Continuized(EventAlgorithm):
                 raise ValueError("continuized: needs a strongly convex problem (problem.mu > 0)")
             quadratic_form(prob)
             w = np.full(top.m, 1.0 / top.m)
-            Pinv = np.linalg.pinv(top.laplacian(w), hermitian=True)
+            # edge resistances b_eᵀ L_norm⁺ b_e without the ½ factor (their App. H)
+            Re = effective_resistances(top, w)
             i, j = top.edges[:, 0], top.edges[:, 1]
-            Re = Pinv[i, i] + Pinv[j, j] - 2 * Pinv[i, j]
             R = float(Re.max())
             mu_g = laplacian_spectrum(top, w)[0]
             L, mu = float(prob.L), float(prob.mu)
