@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +12,6 @@ import yaml
 from fedopt.cli import main
 from fedopt.experiment.config import ConfigError, load_config, parse_config
 from fedopt.experiment.sweep import expand
-
-
-def _install_topology_resolver_if_missing() -> None:
-    """Until the topology resolver lands, stand in with a minimal networkx one (names: cycle, star, complete)."""
-    try:
-        import fedopt.topology.spec  # noqa: F401
-        return
-    except ModuleNotFoundError as exc:
-        if exc.name != "fedopt.topology.spec":
-            raise
-    import networkx as nx
-
-    from fedopt.topology.graph import Topology
-
-    def resolve_topology(ref: Any) -> Topology:
-        ref = dict(ref) if isinstance(ref, dict) else {"name": ref}
-        name, n = ref.pop("name"), ref.pop("n")
-        gens = {"cycle": nx.cycle_graph, "star": lambda k: nx.star_graph(k - 1), "complete": nx.complete_graph}
-        if name not in gens:
-            raise ValueError(f"unknown topology {name!r}; choose one of: {', '.join(gens)}")
-        if ref:
-            raise ValueError(f"topology {name!r}: unknown parameter(s) {', '.join(ref)}")
-        return Topology.from_networkx(name, gens[name](n))
-
-    mod = types.ModuleType("fedopt.topology.spec")
-    mod.resolve_topology = resolve_topology  # type: ignore[attr-defined]
-    mod.STAND_IN = True  # type: ignore[attr-defined]
-    sys.modules["fedopt.topology.spec"] = mod
-
-
-_install_topology_resolver_if_missing()
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -187,8 +154,6 @@ def test_quickstart_config_is_valid() -> None:
 
     missing = [x for x in ("logistic",) if x not in available_problems()]
     missing += [x for x in ("dgd", "gossip_sgd", "fedavg") if x not in available_algorithms()]
-    if getattr(sys.modules["fedopt.topology.spec"], "STAND_IN", False):
-        missing.append("topology resolver")
     if missing:
         pytest.skip(f"not available yet: {', '.join(missing)}")
     runs = expand(load_config(Path(__file__).parents[1] / "experiments" / "quickstart.yaml"))
