@@ -1,6 +1,6 @@
 """The ray engine against the local engine: FedAvg anchor workload, event-algorithm overhead, sweeps.
 
-    python benchmarks/ray_fedavg.py [--actors 2] [--repeats 3] [--sweep-runs 24] [--skip-sweep]
+    python benchmarks/ray_fedavg.py [--actors 2] [--repeats 3] [--bench-dir DIR] [--sweep-horizon T] [--skip-sweep]
 
 1. FedAvg on the anchor workload (100 clients x 200 samples, d = 100, logistic
    regression, 5 local GD steps at lr 0.1, all clients, 20 rounds): client-updates/s
@@ -9,10 +9,15 @@
    of the final weights from a plain vectorized numpy FedAvg (the reference).
    The problem is the registered ``fedavg_anchor`` when it exists, else the same
    workload defined here (the generator of the anchor benchmarks); the output says which.
+   With ``--bench-dir`` (or ``FEDOPT_BENCH_DIR``) naming the folder of the anchor
+   benchmark's ``fedavg_common.py``, the final weights are also compared with its own
+   per-client reference (``local_train`` in a loop over clients).
 2. Overhead of the ray engine on event-based algorithms (``dadao`` when registered,
    and ``gossip_sgd``) on a random geometric graph: wall time of ray / local.
-3. A sweep of ``--sweep-runs`` small runs as Ray tasks (1 CPU each) vs one after the
-   other in this process, including Ray's start-up.
+3. A sweep of 24 small runs through ``fedopt run`` (:func:`run_experiment`): one after
+   the other in this process vs ``parallel: 2`` as Ray tasks (1 CPU each), the latter
+   both including Ray's start-up (what ``fedopt run --parallel 2`` costs) and on an
+   already running Ray (what a cluster, or a long sweep, sees).
 
 Timings are medians of ``--repeats``. Other processes on the machine change them.
 """
@@ -24,7 +29,6 @@ import os
 import platform
 import statistics
 import time
-from functools import partial
 
 import networkx as nx
 import numpy as np
@@ -95,11 +99,12 @@ def fedavg_spec(prob: Problem) -> RunSpec:
     return RunSpec("anchor", prob, star, algo, 0, StopCriteria(rounds=ROUNDS), record_every=float(ROUNDS))
 
 
-def bench_fedavg(actors: int, repeats: int) -> list[str]:
+def bench_fedavg(actors: int, repeats: int, bench_dir: str | None = None) -> list[str]:
     import ray
 
     prob, source = anchor_problem()
     w_ref = reference_fedavg(prob)
+    w_common, common_src = fedavg_common_reference(bench_dir)
     updates = K * ROUNDS
     out = [f"Problem: {source}."]
     local_t, ray_t, ray_warm = [], [], []
@@ -108,6 +113,7 @@ def bench_fedavg(actors: int, repeats: int) -> list[str]:
         res = make_engine("local").run(fedavg_spec(prob))
         local_t.append(time.perf_counter() - t0)
         err_local = float(np.abs(res.final_state["server"] - w_ref).max())
+        res_local_w = np.asarray(res.final_state["server"])
     for _ in range(repeats):
         t0 = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -122,6 +128,12 @@ def bench_fedavg(actors: int, repeats: int) -> list[str]:
         eng.close()
         ray.shutdown()
     lm, rm, wm = statistics.median(local_t), statistics.median(ray_t), statistics.median(ray_warm)
+    if w_common is not None:
+        out.append(f"Reference: {common_src}; max abs diff of the final weights from it: "
+                   f"local {np.abs(res_local_w - w_common).max():.1e}, ray {np.abs(res.final_state['server'] - w_common).max():.1e}, "
+                   f"numpy reference {np.abs(w_ref - w_common).max():.1e}.")
+    else:
+        out.append(f"Reference: {common_src}.")
     out += [
         "| engine | wall s (20 rounds, incl. start-up) | client-updates/s | max abs diff of final weights vs numpy reference |",
         "|---|---|---|---|",
@@ -183,59 +195,109 @@ def bench_events(actors: int, repeats: int, n: int = 100, horizon: float = 20.0)
     return out
 
 
-def sweep_point(seed: int, horizon: float) -> float:
-    top = rgg(60, seed=seed + 1)
-    prob = random_quadratic(60, 10, seed=seed)
-    spec = RunSpec(f"s{seed}", prob, top, make_algorithm("gossip_sgd"), seed, StopCriteria(time=horizon), record_every=horizon / 4)
-    res = make_engine("local").run(spec)
-    return float(res.rows[-1]["dist_opt"])
+SWEEP_CONFIG = {
+    "name": "sweep24",
+    "problem": {"name": "quadratic", "n": 60, "d": 10},
+    "topology": ["cycle", "star", {"name": "random_geometric", "radius": 0.35}],
+    "algorithms": [{"name": "gossip_sgd", "params": {"lr": 0.05}}],
+    "seeds": [0, 1, 2, 3],
+    "sweep": {"algorithms.0.params.lr": [0.02, 0.05]},
+    "record": {"every": 100.0},
+    "resources": {"num_cpus": 1},
+}
 
 
-def bench_sweep(runs: int, horizon: float) -> list[str]:
+def bench_sweep(horizon: float, repeats: int) -> list[str]:
+    """24 runs (3 topologies x 2 step sizes x 4 seeds) through run_experiment."""
+    import tempfile
+
+    import pandas as pd
     import ray
 
-    from fedopt.experiment.ray_sweep import Resources, run_on_ray, run_sequential
+    from fedopt.experiment.config import parse_config
+    from fedopt.experiment.ray_sweep import connect
+    from fedopt.experiment.runner import run_experiment
 
-    fn = partial(sweep_point, horizon=horizon)
-    seq: dict[int, float] = {}
+    cfg = parse_config({**SWEEP_CONFIG, "stop": {"time": horizon}})
+
+    def once(parallel: int | None) -> tuple[float, pd.DataFrame]:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            df = run_experiment(cfg, d, parallel=parallel, progress=False, plots=False)
+            return time.perf_counter() - t0, df
+
+    seq, cold, warm = [], [], []
+    for _ in range(repeats):
+        t, ref = once(None)
+        seq.append(t)
+        t, par = once(2)  # starts and stops a local Ray (num_cpus = 2)
+        cold.append(t)
+        num = [c for c in ref.columns if c != "wall_s" and pd.api.types.is_float_dtype(ref[c])]
+        assert list(par["run_id"]) == list(ref["run_id"])
+        assert np.allclose(par[num].to_numpy(float, na_value=np.nan), ref[num].to_numpy(float, na_value=np.nan),
+                           rtol=1e-9, atol=1e-12, equal_nan=True)
+    connect(num_cpus=2)
+    once(2)  # workers import fedopt once
+    for _ in range(repeats):
+        warm.append(once(2)[0])
     t0 = time.perf_counter()
-    run_sequential(range(runs), fn, seq.__setitem__)
-    t_seq = time.perf_counter() - t0
-    par: dict[int, float] = {}
-    t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    run_on_ray(range(runs), fn, par.__setitem__, resources=Resources(num_cpus=1))
-    t_par = time.perf_counter() - t0
     ray.shutdown()
-    assert seq == par
+    connect(num_cpus=2)
+    t_init = time.perf_counter() - t0
+    ray.shutdown()
+    runs = int(ref["run_id"].nunique())
+    s, c, w = statistics.median(seq), statistics.median(cold), statistics.median(warm)
     return [
-        f"Sweep of {runs} runs (gossip_sgd, n = 60, simulated time {horizon:g}, {t_seq / runs:.2f} s each):",
+        f"Sweep of {runs} runs through run_experiment (gossip_sgd, quadratic n = 60, d = 10, 3 topologies x "
+        f"2 step sizes x 4 seeds, simulated time {horizon:g}, {s / runs:.2f} s per run sequentially); "
+        f"ray.init alone: {t_init:.1f} s:",
         "",
-        "| mode | wall s | speed-up |",
+        "| mode | wall s | speed-up vs sequential |",
         "|---|---|---|",
-        f"| sequential, one process | {t_seq:.1f} | 1.0x |",
-        f"| Ray tasks, 1 CPU each (incl. ray.init) | {t_par:.1f} | {t_seq / t_par:.2f}x |",
+        f"| sequential, one process (`fedopt run`) | {s:.1f} | 1.00x |",
+        f"| Ray tasks, parallel 2, incl. local Ray start-up (`fedopt run --parallel 2`) | {c:.1f} | {s / c:.2f}x |",
+        f"| Ray tasks, parallel 2, Ray already running (`--address`) | {w:.1f} | {s / w:.2f}x |",
     ]
+
+
+def fedavg_common_reference(bench_dir: str | None) -> tuple[FloatArray | None, str]:
+    """Final weights of the anchor benchmark's own reference (fedavg_common.local_train per client)."""
+    import importlib.util
+    from pathlib import Path
+
+    bench_dir = bench_dir or os.environ.get("FEDOPT_BENCH_DIR")
+    if not bench_dir or not (Path(bench_dir) / "fedavg_common.py").is_file():
+        return None, "fedavg_common.py not given (--bench-dir): compared with the numpy reference only"
+    spec = importlib.util.spec_from_file_location("fedavg_common", Path(bench_dir) / "fedavg_common.py")
+    fc = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(fc)  # type: ignore[union-attr]
+    data = [fc.client_data(k) for k in range(fc.NUM_CLIENTS)]
+    sizes = np.array([len(y) for _, y in data], dtype=float)
+    w = fc.initial_weights()
+    for _ in range(fc.ROUNDS):
+        w = sum(nk * fc.local_train(w, x, y) for nk, (x, y) in zip(sizes, data)) / sizes.sum()
+    return w, "fedavg_common.local_train in a loop over clients"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sweep-runs", type=int, default=24)
-    ap.add_argument("--sweep-horizon", type=float, default=2500.0)
+    ap.add_argument("--bench-dir", help="folder of the anchor benchmark's fedavg_common.py (or FEDOPT_BENCH_DIR)")
+    ap.add_argument("--sweep-horizon", type=float, default=2500.0, help="simulated time of each sweep run")
     ap.add_argument("--skip-sweep", action="store_true")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
-    print(f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}\n")
-    for line in bench_fedavg(args.actors, args.repeats):
+    print(f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+          f"load average at start {os.getloadavg()[0]:.2f}\n")
+    for line in bench_fedavg(args.actors, args.repeats, args.bench_dir):
         print(line)
     print()
     for line in bench_events(args.actors, args.repeats):
         print(line)
     if not args.skip_sweep:
         print()
-        for line in bench_sweep(args.sweep_runs, args.sweep_horizon):
+        for line in bench_sweep(args.sweep_horizon, args.repeats):
             print(line)
 
 

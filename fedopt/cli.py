@@ -25,7 +25,11 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedopt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fedopt",
+        description="Simulate distributed and federated optimization: run experiments, plot them, "
+        "inspect topologies and optimize gossip rates.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for mod in SUBCOMMAND_MODULES:
         try:

@@ -149,8 +149,10 @@ class Channel:
         """Link-cost model: simulated seconds to send ``floats`` numbers over ``edges``."""
         if self.edge_latency is None:
             return np.zeros(np.shape(edges))
+        from fedopt.topology.linkcost import message_seconds
+
         b = floats * self.meter.bytes_per_float
-        return self.edge_latency[edges] + b / self.edge_bandwidth[edges]  # type: ignore[index]
+        return message_seconds(self.edge_latency[edges], self.edge_bandwidth[edges], b)  # type: ignore[index]
 
     def exchange(self, node_a: np.ndarray, node_b: np.ndarray, edges: np.ndarray | None, floats: int) -> None:
         """Each ``node_a[k] <-> node_b[k]`` sends ``floats`` numbers both ways: one

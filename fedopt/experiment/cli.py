@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from fedopt.experiment.plots import X_COLUMNS, Y_COLUMNS
@@ -22,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>)")
     run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray, mpi)")
     run.add_argument("--resume", action="store_true", help="skip runs already finished in DIR")
+    run.add_argument("--address", metavar="ADDR",
+                     help="run every run as a Ray task on this cluster: auto (the cluster this machine belongs to) "
+                     "or ray://HOST:PORT (Ray Client); resources per run from the config's resources:")
+    run.add_argument("--parallel", metavar="N", type=_positive_int,
+                     help="runs at once (default: the config's parallel, else 1; with --address, as many as the "
+                     "cluster fits); more than 1 runs them as Ray tasks on a local Ray (bound to localhost)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
 
@@ -43,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    df = run_experiment(cfg, out, engine=args.engine, resume=args.resume, progress=not args.no_progress)
+    df = run_experiment(cfg, out, engine=args.engine, resume=args.resume, progress=not args.no_progress,
+                        address=args.address, parallel=args.parallel)
     last = final_rows(df)
     cols = [c for c in SUMMARY_COLUMNS if c in last.columns and not (c == "variant" and (last[c].fillna("") == "").all())]
     if len(last):
@@ -56,7 +65,21 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{len(last)} runs ({(last['status'] == 'ok').sum() if len(last) else 0} ok); results: {out / 'results.parquet'}")
     print(f"plots: {', '.join(str(p) for p in plots) or '(none)'}")
     print(f"config: {out / 'config.yaml'}; manifest: {out / 'manifest.json'}")
+    failed = json.loads((out / "manifest.json").read_text()).get("failed") or []
+    if failed:
+        print(f"{len(failed)} runs failed in Ray and are not in the table; finish them with --resume", file=sys.stderr)
+        return 1
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
 
 
 def _plot(args: argparse.Namespace) -> int:

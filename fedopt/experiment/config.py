@@ -13,9 +13,10 @@ the engine, an optional parameter sweep and the resources of one run::
     seeds: [0, 1]
     stop: {time: 50}
     record: {every: 1.0}
-    engine: local
+    engine: local             # or {name: ray, num_actors: 4, num_cpus_per_actor: 1}
     sweep: {algorithms.0.params.lr: [0.1, 0.5]}
-    resources: {num_cpus: 1, num_gpus: 0}
+    resources: {num_cpus: 1, num_gpus: 0}    # of one run (a Ray task when runs go to Ray)
+    parallel: 4               # runs at once as Ray tasks (default 1: one after the other)
 
 Everything is checked when the config is loaded, before any run starts:
 unknown keys, types and ranges, algorithm names and each algorithm's own
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedopt.core.trace import METRIC_COLUMNS
 
@@ -107,8 +108,23 @@ class ExperimentConfig(_Section):
     stop: StopConfig
     record: RecordConfig = Field(default_factory=RecordConfig)
     engine: str = "local"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    parallel: int | None = Field(None, ge=1, description="runs at once (as Ray tasks when more than 1)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_mapping(cls, data: Any) -> Any:
+        """``engine: {name: ray, num_actors: 4}`` → ``engine: ray`` + ``engine_options: {num_actors: 4}``."""
+        if isinstance(data, dict) and isinstance(data.get("engine"), dict):
+            data = dict(data)
+            eng = dict(data["engine"])
+            if not isinstance(eng.get("name"), str):
+                return data  # reported by _validate_plain
+            data["engine"] = eng.pop("name")
+            data["engine_options"] = {**(data.get("engine_options") or {}), **eng}
+        return data
 
     @field_validator("topology", mode="before")
     @classmethod
@@ -172,6 +188,9 @@ def _validate_plain(raw: dict[str, Any]) -> ExperimentConfig:
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"config: {key}: unknown key; allowed keys: {', '.join(allowed)}")
+    eng = raw.get("engine")
+    if isinstance(eng, dict) and not isinstance(eng.get("name"), str):
+        raise ConfigError("config: engine.name: give the engine's name, e.g. engine: {name: ray, num_actors: 4}")
     if "stop" not in raw or raw["stop"] is None:
         raise ConfigError("config: stop: give at least one of time, rounds, messages, target")
     try:
@@ -180,6 +199,7 @@ def _validate_plain(raw: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(_format(exc)) from None
     _check_stop(cfg.stop)
     _check_engine(cfg.engine)
+    _check_engine_options(cfg.engine, cfg.engine_options)
     _check_seeds(cfg.seeds)
     _check_problem(cfg.problem)
     _check_algorithms(cfg.algorithms)
@@ -206,6 +226,40 @@ def _check_engine(name: str) -> None:
     names = available_engines()
     if name not in names:
         raise ConfigError(f"config: engine: {name!r} is not one of {', '.join(names)}")
+
+
+#: Engine options a config may not set (programmatic hooks).
+_PRIVATE_ENGINE_OPTIONS = ("fault_hook",)
+
+
+def _check_engine_options(name: str, options: dict[str, Any]) -> None:
+    """Option names against the engine's constructor (when the engine can be imported here)."""
+    if not options:
+        return
+    import importlib
+
+    from fedopt.engines import base
+
+    if name not in base._ENGINES and name in base._LAZY_ENGINES:
+        try:
+            importlib.import_module(base._LAZY_ENGINES[name])
+        except ModuleNotFoundError:
+            return  # checked where the engine runs
+    factory = base._ENGINES.get(name)
+    if factory is None:
+        return
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [k for k, p in params.items() if k != "self" and k not in _PRIVATE_ENGINE_OPTIONS
+             and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in options:
+        if key not in names:
+            raise ConfigError(f"config: engine.{key}: unknown option of engine {name!r}; "
+                              f"allowed: {', '.join(names) or '(none)'}")
 
 
 def _check_seeds(seeds: list[int]) -> None:

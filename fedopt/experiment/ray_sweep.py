@@ -44,16 +44,26 @@ class Resources:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:port"``) or start a
-    local one (dashboard off). Returns True when this call started Ray (the caller shuts it down)."""
+    """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:port"``) or, without
+    one, start a private local instance bound to localhost (dashboard off).
+
+    Returns True when this call started or joined Ray (the caller then calls
+    ``ray.shutdown()``); False when Ray was already initialized in this process.
+    """
     import ray
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address is None:
-        kw["num_cpus"] = num_cpus
-    ray.init(address=address, **kw)
+        # "local": always a new instance (never one found through RAY_ADDRESS or a running
+        # `ray start`); no dashboard, and what does listen binds to 127.0.0.1.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     return True
 
 
@@ -71,14 +81,17 @@ def run_on_ray(
     is_done: Callable[[P], bool] | None = None,
     max_retries: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    on_error: Callable[[P, BaseException], None] | None = None,
 ) -> int:
     """Run ``run_point(p)`` for every point as a Ray task; ``on_result(p, result)`` on the driver
     as each finishes (in completion order). Points with ``is_done(p)`` are skipped.
 
     ``run_point`` must be picklable (a module-level function, or a ``functools.partial``
     of one). ``parallel`` caps the tasks in flight (default: as many as the cluster's
-    resources fit). Requires a connected Ray (see :func:`connect`). Returns the number
-    of runs executed.
+    resources fit). Requires a connected Ray (see :func:`connect`). A task that fails
+    in Ray (its worker lost more than ``max_retries`` times, an exception in ``run_point``)
+    goes to ``on_error(p, exc)`` when given (the sweep goes on), else raises. Returns the
+    number of runs that produced a result.
     """
     import ray
 
@@ -112,8 +125,17 @@ def run_on_ray(
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             p = pending.pop(ref)
-            on_result(p, ray.get(ref))
-            done += 1
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+                if on_error is None:
+                    for other in pending:
+                        ray.cancel(other)
+                    raise
+                on_error(p, exc)
+            else:
+                on_result(p, result)
+                done += 1
             if progress is not None:
                 progress(done, total)
     return done

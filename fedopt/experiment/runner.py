@@ -35,7 +35,7 @@ import yaml
 
 from fedopt.experiment.config import ExperimentConfig, load_config
 from fedopt.experiment.plots import DEFAULT_PLOTS, plot_results
-from fedopt.experiment.store import ResultStore, atomic_write_text, rows_frame
+from fedopt.experiment.store import LiveTable, ResultStore, atomic_write_text, rows_frame
 from fedopt.experiment.sweep import RunConfig, expand, grid_summary
 
 #: Distributions whose versions go into the manifest.
@@ -89,6 +89,22 @@ def execute(run: RunConfig, engine: Any, progress: Callable[[float], None] | Non
         result = engine.run(spec, progress)
     message = result.message.strip().splitlines()[0] if result.message.strip() else ""
     return rows_frame(result.rows, run.labels, run.run_id, result.status, message, n_nodes, dim)
+
+
+def execute_task(run: RunConfig, engine: str, options: dict[str, Any]) -> pd.DataFrame:
+    """One run on a fresh engine, closed afterwards (the body of a Ray task in a sweep)."""
+    from fedopt.engines.base import make_engine
+
+    eng = make_engine(engine, **options)
+    try:
+        return execute(run, eng)
+    finally:
+        eng.close()
+
+
+def uses_ray_tasks(address: str | None, parallel: int) -> bool:
+    """Runs go to Ray tasks when a cluster is named or more than one run goes at once."""
+    return address is not None or parallel > 1
 
 
 class _Progress:
@@ -145,29 +161,44 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     plots: bool = True,
+    address: str | None = None,
+    parallel: int | None = None,
 ) -> pd.DataFrame:
     """Run every run of ``config`` into ``out_dir`` and return the results table.
 
     ``engine`` overrides the config's engine; ``resume`` skips runs whose part
     file exists; ``progress`` shows a progress bar when stdout is a terminal.
+
+    ``address`` (``"auto"``, ``"ray://host:port"``) runs every run as a Ray task on
+    that cluster, with the config's ``resources``; ``parallel`` (default: the
+    config's, else 1) is how many runs go at once: more than 1 without an address
+    runs them as Ray tasks on a local Ray instance started here (bound to
+    localhost, no dashboard). Each run's rows enter the table as it finishes.
     """
     from fedopt.engines.base import make_engine
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    if engine is not None:
+    if engine is not None and engine != cfg.engine:
         from fedopt.experiment.config import _check_engine
 
         _check_engine(engine)
-        cfg = cfg.model_copy(update={"engine": engine})
+        cfg = cfg.model_copy(update={"engine": engine, "engine_options": {}})
+    if parallel is not None and parallel < 1:
+        raise ValueError(f"parallel: give a positive number of runs at once, got {parallel}")
+    par = parallel if parallel is not None else cfg.parallel  # None: 1 locally, as many as fit on a cluster
+    on_ray = uses_ray_tasks(address, par or 1)
     runs = expand(cfg)  # every config error surfaces here, before any run
+    eng = make_engine(cfg.engine, **cfg.engine_options)  # bad engine options too
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out)
+    store.clean_temp_files()  # left by a killed sweep
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
 
     manifest: dict[str, Any] = {
         "experiment": cfg.name,
         "engine": cfg.engine,
+        "engine_options": cfg.engine_options,
         **environment(),
         "seeds": list(cfg.seeds),
         "grid": grid_summary(runs),
@@ -175,24 +206,33 @@ def run_experiment(
         "started": _now(),
         "finished": None,
         "resumed": bool(resume),
+        "execution": {"ray_tasks": on_ray, "address": address, "parallel": par,
+                      "resources": cfg.resources.model_dump()},
     }
     manifest_path = out / "manifest.json"
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
 
     todo = [r for r in runs if not (resume and store.is_done(r.run_id))]
-    eng = make_engine(cfg.engine)
+    table = LiveTable(store, [r.run_id for r in runs])
+    if resume:
+        table.load_existing()
+    failed: list[dict[str, str]] = []
     t0 = time.perf_counter()
     try:
         with _Progress(progress and sys.stdout.isatty(), len(runs)) as bar:
             bar.skip(len(runs) - len(todo))
-            for run in todo:
-                cb = bar.start_run(run)
-                frame = execute(run, eng, cb)
-                store.write_run(run.run_id, frame)
-                bar.end_run(str(frame["status"].iloc[0]))
+            if on_ray and todo:
+                eng.close()
+                failed = _run_ray_tasks(cfg, todo, table, bar, address, par)
+            else:
+                for run in todo:
+                    cb = bar.start_run(run)
+                    frame = execute(run, eng, cb)
+                    table.add(run.run_id, frame)
+                    bar.end_run(str(frame["status"].iloc[0]))
     finally:
         eng.close()
-    df = store.combine(r.run_id for r in runs)
+    df = table.finish()
 
     plot_files: list[str] = []
     if plots:
@@ -206,13 +246,55 @@ def run_experiment(
     manifest.update(
         finished=_now(),
         wall_s=round(time.perf_counter() - t0, 3),
-        executed=len(todo),
+        executed=len(todo) - len(failed),
         skipped=len(runs) - len(todo),
+        failed=failed,
         statuses={str(k): int(v) for k, v in final_rows(df)["status"].value_counts().items()} if len(df) else {},
         plots=plot_files,
     )
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
     return df
+
+
+def _run_ray_tasks(cfg: ExperimentConfig, todo: list[RunConfig], table: LiveTable, bar: _Progress,
+                   address: str | None, parallel: int | None) -> list[dict[str, str]]:
+    """The runs of ``todo`` as Ray tasks, each finished run added to ``table`` as it arrives.
+
+    Runs that Ray itself fails (a worker lost more often than retries allow) are
+    not written: they are returned, and ``--resume`` runs them again.
+    """
+    import math
+    from functools import partial
+
+    import ray
+
+    from fedopt.experiment.ray_sweep import Resources, connect, run_on_ray
+
+    res = Resources.from_config(cfg.resources.model_dump())
+    # a local instance gets enough CPUs for `parallel` runs at once (at least the machine's)
+    want = max(os.cpu_count() or 1, math.ceil((parallel or 1) * res.num_cpus)) if address is None else None
+    started = connect(address, num_cpus=want)
+    failed: list[dict[str, str]] = []
+
+    def on_result(run: RunConfig, frame: pd.DataFrame) -> None:
+        table.add(run.run_id, frame)
+        bar.end_run(str(frame["status"].iloc[0]))
+
+    def on_error(run: RunConfig, exc: BaseException) -> None:
+        msg = str(exc).strip().splitlines()
+        failed.append({"run_id": run.run_id, "error": f"{type(exc).__name__}: {msg[-1] if msg else ''}"})
+        print(f"fedopt: run {run.run_id} ({run.label} on {run.topology_label}, seed {run.seed}) failed in Ray: "
+              f"{failed[-1]['error']}; it is not in the table (rerun with --resume)", file=sys.stderr)
+        bar.end_run("lost")
+
+    try:
+        run_on_ray(todo, partial(execute_task, engine=cfg.engine, options=dict(cfg.engine_options)),
+                   on_result, resources=res, parallel=parallel,
+                   on_error=on_error)
+    finally:
+        if started:
+            ray.shutdown()
+    return failed
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -222,4 +304,4 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("run_id", sort=False).tail(1).reset_index(drop=True)
 
 
-__all__ = ["environment", "execute", "final_rows", "run_experiment"]
+__all__ = ["environment", "execute", "execute_task", "final_rows", "run_experiment", "uses_ray_tasks"]

@@ -22,6 +22,7 @@ with its ``message``, and one column per swept parameter.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -153,6 +154,16 @@ class ResultStore:
         atomic_write_parquet(frame, path)
         return path
 
+    def clean_temp_files(self) -> int:
+        """Remove temporary files left by a killed writer (``.<name>.<pid>.<hex>.tmp``); their count."""
+        n = 0
+        for d in (self.root, self.runs_dir):
+            if d.is_dir():
+                for p in d.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
+
     def read_run(self, run_id: str) -> pd.DataFrame:
         return pd.read_parquet(self.part_path(run_id))
 
@@ -170,6 +181,46 @@ class ResultStore:
         return df
 
 
+class LiveTable:
+    """The results table kept current while a sweep runs.
+
+    :meth:`add` writes the run's part file (atomically: the run is in the table
+    entirely or not at all) and, at most every ``refresh_s`` seconds, rewrites
+    ``results.parquet`` (atomically) from the parts finished so far in grid
+    order, so a reader sees the rows of every finished run while others still run.
+    """
+
+    def __init__(self, store: ResultStore, run_ids: Iterable[str], refresh_s: float = 2.0) -> None:
+        self.store = store
+        self.order = list(run_ids)
+        self.refresh_s = refresh_s
+        self.frames: dict[str, pd.DataFrame] = {}
+        self._last = 0.0
+
+    def load_existing(self) -> int:
+        """Read the parts already on disk (a resumed sweep); their count."""
+        for r in self.order:
+            if r not in self.frames and self.store.is_done(r):
+                self.frames[r] = self.store.read_run(r)
+        return len(self.frames)
+
+    def add(self, run_id: str, frame: pd.DataFrame) -> None:
+        self.store.write_run(run_id, frame)
+        self.frames[run_id] = frame
+        if time.monotonic() - self._last >= self.refresh_s:
+            self.refresh()
+
+    def refresh(self) -> None:
+        frames = [self.frames[r] for r in self.order if r in self.frames and len(self.frames[r].columns)]
+        if frames:
+            atomic_write_parquet(normalize(pd.concat(frames, ignore_index=True)), self.store.results_path)
+        self._last = time.monotonic()
+
+    def finish(self) -> pd.DataFrame:
+        """The final table, from the part files on disk (every finished run once, in grid order)."""
+        return self.store.combine(self.order)
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
     """The results table of an experiment directory (or a Parquet file)."""
     p = Path(path)
@@ -180,4 +231,4 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(p)
 
 
-__all__ = ["COLUMNS", "ResultStore", "atomic_write_parquet", "atomic_write_text", "load_results", "rows_frame"]
+__all__ = ["COLUMNS", "LiveTable", "ResultStore", "atomic_write_parquet", "atomic_write_text", "load_results", "rows_frame"]

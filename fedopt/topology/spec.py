@@ -194,7 +194,9 @@ def resolve_topology(ref: Any) -> Any:
     ``ref`` may be a :class:`Topology` or time-varying sequence (returned as is), a spec
     path or shipped spec name (``"dgx_4x8"``), a generator name, or a mapping
     ``{"name": ..., **params}``. For a spec file the mapping may add ``rates`` (a list,
-    one per edge, or a path to a rates spec) to override its gossip rates.
+    one per edge, or a path to a rates spec) to override its gossip rates. Any entry may
+    give ``rates: {objective: dadao}`` (and ``solver``, ``method``, ``message_bytes``) to
+    use rates optimized by :func:`fedopt.topology.rates.optimize_rates` (cached by graph).
     """
     if hasattr(ref, "edges") or hasattr(ref, "at"):
         return ref
@@ -204,6 +206,17 @@ def resolve_topology(ref: Any) -> Any:
         raise SpecError(f"a topology is a name, a spec path or a mapping with 'name', got {ref!r}")
     params = {k: v for k, v in ref.items() if k not in ("name", "label")}
     name = str(ref["name"])
+    if isinstance(params.get("rates"), dict):
+        # rates: {objective: dadao, solver: scs, ...} -> rates optimized on the fly (cached by graph)
+        from fedopt.topology.rates import optimized_topology
+
+        opts = dict(params.pop("rates"))
+        top = resolve_topology({"name": name, **params})
+        try:
+            return optimized_topology(top, **opts)
+        except TypeError as exc:
+            raise SpecError(f"topology {name!r}: bad rates options {opts!r} ({exc}); "
+                            "allowed: objective, solver, method, message_bytes") from None
     path = spec_path(name)
     if path is not None:
         rates = params.pop("rates", None)

@@ -51,13 +51,21 @@ class FedAvg(FederatedAlgorithm):
     ) -> tuple[FloatArray, FloatArray]:
         p = self.params
         X = np.tile(payload["x"], (len(clients), 1))
-        for _ in range(p.local_steps):
-            if p.batch_size is None:
-                g = ctx.oracle.grad(X, clients)
-            else:
-                g = ctx.oracle.stochastic_grad(X, clients, ctx.rng["sampling"], p.batch_size)
-            X -= p.lr * g
-            ctx.meter.local_steps.add(clients)
+        gd_steps = getattr(ctx.problem, "gd_steps", None)
+        if p.batch_size is None and gd_steps is not None:
+            # full-batch local GD, fused over the E steps (cache-blocked over clients,
+            # same arithmetic as E oracle calls); counted as E gradients per client
+            gd_steps(X, clients, p.lr, p.local_steps)
+            ctx.meter.grad_evals.add(clients, float(p.local_steps))
+            ctx.meter.local_steps.add(clients, float(p.local_steps))
+        else:
+            for _ in range(p.local_steps):
+                if p.batch_size is None:
+                    g = ctx.oracle.grad(X, clients)
+                else:
+                    g = ctx.oracle.stochastic_grad(X, clients, ctx.rng["sampling"], p.batch_size)
+                X -= p.lr * g
+                ctx.meter.local_steps.add(clients)
         ctx.channel.send(clients, ctx.d)
         return X, ctx.problem.n_samples()[clients].astype(np.float64)
 

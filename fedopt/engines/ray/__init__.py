@@ -6,6 +6,7 @@ imports it on first use.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fedopt.engines.base import register_engine
@@ -15,6 +16,9 @@ from fedopt.engines.ray.engine import RayEngine, RaySimulation, merge_meters
 @register_engine("ray")
 def _make_ray_engine(**options: Any) -> RayEngine:
     return RayEngine(**options)
+
+
+_make_ray_engine.__signature__ = inspect.signature(RayEngine)  # type: ignore[attr-defined]  # config checks options
 
 
 __all__ = ["RayEngine", "RaySimulation", "merge_meters"]

@@ -1,0 +1,225 @@
+"""Optimal gossip rates: symmetry, the barbell references, closed forms, feasibility,
+the first-order path against the SDP, DADAO with optimized rates, errors."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from fedopt.algorithms import make_algorithm
+from fedopt.engines.base import RunSpec, Simulation, StopCriteria
+from fedopt.problems.quadratic import random_quadratic
+from fedopt.topology import spectral
+from fedopt.topology.graph import Topology
+from fedopt.topology.rates import (
+    OBJECTIVES, RateObjective, optimize_rates, optimized_topology, register_objective, slem, total_resistance,
+)
+from fedopt.topology.spec import resolve_topology
+
+ACCURATE = "clarabel"
+
+
+def _top(name: str, g: nx.Graph) -> Topology:
+    return Topology.from_networkx(name, g)
+
+
+def _rgg(n: int, radius: float, seed: int = 0) -> Topology:
+    s = seed
+    while True:
+        g = nx.random_geometric_graph(n, radius, seed=s)
+        if nx.is_connected(g):
+            return _top(f"rgg{n}", g)
+        s += 1
+
+
+SYMMETRIC = {
+    "complete6": lambda: nx.complete_graph(6),
+    "cycle8": lambda: nx.cycle_graph(8),
+    "star7": lambda: nx.star_graph(6),
+    "hypercube3": lambda: nx.hypercube_graph(3),
+}
+
+
+@pytest.fixture(scope="module")
+def barbell() -> Topology:
+    return _top("barbell_8_0", nx.barbell_graph(8, 0))
+
+
+@pytest.fixture(scope="module")
+def barbell_solution(barbell: Topology):  # type: ignore[no-untyped-def]
+    return optimize_rates(barbell, "dadao", solver=ACCURATE, method="sdp")
+
+
+def test_registry() -> None:
+    assert set(OBJECTIVES) >= {"dadao", "max_connectivity", "min_total_resistance", "fastest_mixing"}
+    with pytest.raises(ValueError, match="already registered"):
+        register_objective(OBJECTIVES["dadao"])
+    assert all(isinstance(o, RateObjective) for o in OBJECTIVES.values())
+
+
+# ---- by symmetry, uniform rates are optimal ---------------------------------------------------
+@pytest.mark.parametrize("graph", sorted(SYMMETRIC))
+@pytest.mark.parametrize("objective", ["dadao", "max_connectivity", "min_total_resistance", "fastest_mixing"])
+def test_uniform_optimal_on_edge_transitive_graphs(graph: str, objective: str) -> None:
+    top = _top(graph, SYMMETRIC[graph]())
+    sol = optimize_rates(top, objective, solver=ACCURATE, method="sdp")
+    assert sol.improvement == pytest.approx(1.0, abs=2e-4), (graph, objective, sol.objective, sol.uniform_objective)
+    assert sol.status.startswith("optimal")
+    assert sol.duality_gap is not None and sol.duality_gap < 1e-4
+
+
+# ---- the two joined cliques ---------------------------------------------------------------------------
+def test_barbell_dadao_improvement(barbell: Topology, barbell_solution) -> None:  # type: ignore[no-untyped-def]
+    sol = barbell_solution
+    assert sol.improvement >= 3.5
+    assert sol.improvement == pytest.approx(3.83, rel=0.01)  # independent reference
+    assert sol.objective == pytest.approx(float(sol.rates.sum()))
+    assert sol.uniform_objective == pytest.approx(spectral.normalized_laplacian_rate(barbell), rel=1e-9)
+
+
+def test_barbell_with_path_reference() -> None:
+    top = _top("barbell_8_8", nx.barbell_graph(8, 8))
+    sol = optimize_rates(top, "dadao", method="first_order")
+    assert sol.improvement == pytest.approx(2.78, rel=0.01)
+
+
+def test_sdp_and_first_order_agree_on_dadao(barbell: Topology, barbell_solution) -> None:  # type: ignore[no-untyped-def]
+    fo = optimize_rates(barbell, "dadao", method="first_order")
+    assert fo.objective == pytest.approx(barbell_solution.objective, rel=0.01)
+    scs = optimize_rates(barbell, "dadao", solver="scs", method="sdp")
+    assert scs.objective == pytest.approx(barbell_solution.objective, rel=1e-3)
+
+
+# ---- feasibility, recomputed independently ------------------------------------------------------------
+@pytest.mark.parametrize("graph", ["barbell", "lollipop", "grid", "rgg"])
+def test_dadao_rates_feasible(graph: str) -> None:
+    g = {"barbell": lambda: nx.barbell_graph(5, 0), "lollipop": lambda: nx.lollipop_graph(6, 4),
+         "grid": lambda: nx.grid_2d_graph(3, 3), "rgg": lambda: _rgg(20, 0.4).graph}[graph]()
+    top = _top(graph, g)
+    sol = optimize_rates(top, "dadao", solver=ACCURATE)
+    assert (sol.rates >= 0).all() and (sol.rates > 0).all()  # DADAO needs every λ_e > 0
+    c1, c2 = spectral.chi1(top, sol.rates), spectral.chi2(top, sol.rates)
+    # independent recomputation: dense pseudo-inverse
+    L = top.laplacian(sol.rates)
+    ev = np.linalg.eigvalsh(L)
+    Lp = np.linalg.pinv(L)
+    B = top.incidence()
+    chi2_pinv = 0.5 * float(np.einsum("ie,ij,je->e", B, Lp, B).max())
+    assert c1 == pytest.approx(1.0 / ev[1], rel=1e-8) and c2 == pytest.approx(chi2_pinv, rel=1e-8)
+    assert 2 * c1 * c2 <= 1 + 1e-6
+    assert sol.chi1 == pytest.approx(c1) and sol.chi2 == pytest.approx(c2)
+    assert sol.improvement >= 1 - 1e-4
+
+
+@pytest.mark.parametrize("objective", ["max_connectivity", "min_total_resistance", "fastest_mixing"])
+def test_other_objectives_feasible(objective: str) -> None:
+    top = _top("lollipop", nx.lollipop_graph(5, 3))
+    sol = optimize_rates(top, objective, solver=ACCURATE)
+    assert (sol.rates >= 0).all()
+    if objective == "fastest_mixing":
+        deg = np.bincount(top.edges.ravel(), weights=np.repeat(sol.rates, 2), minlength=top.n)
+        assert deg.max() <= 1 + 1e-6
+        assert sol.objective == pytest.approx(slem(top, sol.rates))
+    else:
+        assert float(sol.rates.sum()) == pytest.approx(top.m)  # budget Σλ = Σ c_e = m
+    assert sol.improvement > 1.0
+
+
+# ---- closed forms -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [6, 9])
+def test_max_connectivity_path_closed_form(n: int) -> None:
+    top = _top(f"path{n}", nx.path_graph(n))
+    sol = optimize_rates(top, "max_connectivity", solver=ACCURATE, method="sdp")
+    k = np.arange(1, n)
+    expected = k * (n - k) / np.sum(k * (n - k)) * top.m
+    np.testing.assert_allclose(sol.rates, expected, rtol=2e-3)
+    assert sol.objective == pytest.approx(spectral.lambda2(top, expected), rel=1e-5)
+
+
+def test_total_resistance_matches_pairwise_sum() -> None:
+    top = _rgg(12, 0.5)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, top.m)
+    Lp = np.linalg.pinv(top.laplacian(w))
+    pair = sum(Lp[i, i] + Lp[j, j] - 2 * Lp[i, j] for i in range(top.n) for j in range(i + 1, top.n))
+    assert total_resistance(top, w) == pytest.approx(pair, rel=1e-9)
+
+
+# ---- the large-graph path against the SDP -------------------------------------------------------------------
+@pytest.mark.parametrize("objective", ["max_connectivity", "min_total_resistance"])
+def test_first_order_matches_sdp_midsize(objective: str) -> None:
+    top = _rgg(40, 0.3)
+    sdp = optimize_rates(top, objective, solver="scs", method="sdp")
+    fo = optimize_rates(top, objective, method="first_order")
+    assert fo.objective == pytest.approx(sdp.objective, rel=0.01)
+    assert fo.method == "first_order" and fo.duality_gap is None
+
+
+def test_first_order_sparse_path_runs() -> None:
+    g = nx.connected_watts_strogatz_graph(600, 4, 0.1, seed=0)
+    top = _top("ws600", g)
+    assert top.n >= spectral.SPARSE_THRESHOLD
+    sol = optimize_rates(top, "max_connectivity")
+    assert sol.method == "first_order" and sol.improvement > 1.0
+    assert (sol.rates >= 0).all() and float(sol.rates.sum()) == pytest.approx(top.m)
+
+
+def test_cost_weighted_dadao_shifts_rate_off_expensive_edges() -> None:
+    top = _top("lollipop", nx.lollipop_graph(5, 2))
+    plain = optimize_rates(top, "dadao", method="first_order")
+    costs = np.ones(top.m)
+    costs[:4] = 10.0  # edges of node 0 are expensive
+    cw = optimize_rates(top, "dadao", costs=costs, method="first_order")
+    assert cw.objective == pytest.approx(float(costs @ cw.rates))
+    assert float(cw.rates[:4].sum()) < float(plain.rates[:4].sum())
+    assert 2 * spectral.chi1(top, cw.rates) * spectral.chi2(top, cw.rates) <= 1 + 1e-6
+
+
+# ---- errors ------------------------------------------------------------------------------------------------------
+def test_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = nx.Graph([(0, 1), (2, 3)])
+    with pytest.raises(ValueError, match="disconnected"):
+        optimize_rates(g, "dadao")
+    top = _top("c5", nx.cycle_graph(5))
+    with pytest.raises(ValueError, match="unknown rate objective"):
+        optimize_rates(top, "fastest")
+    with pytest.raises(ValueError, match="unknown solver"):
+        optimize_rates(top, "dadao", solver="mosek", method="sdp")
+    with pytest.raises(ValueError, match="no first-order path"):
+        optimize_rates(top, "fastest_mixing", method="first_order")
+    with pytest.raises(ValueError, match="one value per edge"):
+        optimize_rates(top, "dadao", costs=np.ones(3))
+    import cvxpy as cp
+
+    monkeypatch.setattr(cp, "installed_solvers", lambda: ["CLARABEL"])
+    with pytest.raises(ValueError, match="not installed"):
+        optimize_rates(top, "dadao", solver="scs", method="sdp")
+
+
+# ---- configs and DADAO ------------------------------------------------------------------------------------------------
+def test_config_rates_key_optimizes_on_the_fly() -> None:
+    top = resolve_topology({"name": "barbell", "n": 16, "rates": {"objective": "dadao", "method": "first_order"}})
+    assert top.rates is not None
+    assert 2 * spectral.chi1(top) * spectral.chi2(top) <= 1 + 1e-6
+    again = optimized_topology(resolve_topology({"name": "barbell", "n": 16}), "dadao", method="first_order")
+    np.testing.assert_array_equal(again.rates, top.rates)
+
+
+def _dadao(top: Topology, t_end: float) -> list[dict[str, float]]:
+    prob = random_quadratic(top.n, 3, mu=1.0, L=10.0, seed=1)
+    spec = RunSpec("r", prob, top, make_algorithm("dadao", init_noise=1.0), 0, StopCriteria(time=t_end), record_every=t_end / 4)
+    res = Simulation(spec).run()
+    assert res.status == "ok", res.message
+    return res.rows
+
+
+def test_dadao_with_optimized_rates_communicates_less(barbell: Topology, barbell_solution) -> None:  # type: ignore[no-untyped-def]
+    t_end = 120.0
+    uni = _dadao(barbell, t_end)
+    opt = _dadao(barbell_solution.apply(barbell), t_end)
+    # same accuracy per unit time (decay rates within a factor), far fewer communications
+    rate = lambda rows: math.log(rows[0]["dist_opt"] / rows[-1]["dist_opt"]) / rows[-1]["time"]  # noqa: E731
+    assert rate(opt) >= 0.75 * rate(uni) and rate(opt) > 0.05
+    assert uni[-1]["messages"] / opt[-1]["messages"] >= 3.0
