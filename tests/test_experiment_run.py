@@ -182,3 +182,20 @@ def test_plot_errors_and_median(tmp_path: Path) -> None:
     out = plot_results(df, "messages", "dist_opt", tmp_path / "m.png")
     assert out.is_file()
     _no_temp_files(tmp_path)
+
+
+def test_link_cost_topology_gets_a_link_time_plot(tmp_path: Path) -> None:
+    cfg = {
+        "name": "linkcost",
+        "problem": {"name": "quadratic", "n": 16, "d": 3},
+        "topology": ["dgx_2x8_ethernet"],
+        "algorithms": [{"name": "gossip_sgd", "params": {"lr": 0.05}}],
+        "seeds": [0],
+        "stop": {"time": 3},
+    }
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, cfg)), "--out", str(out), "--no-progress"]) == 0
+    df = pd.read_parquet(out / "results.parquet")
+    assert df["link_time"].iloc[-1] > 0 and df["link_time"].is_monotonic_increasing
+    assert (out / "plots" / "dist_opt_vs_link_time.png").is_file()
+    assert main(["plot", str(out), "--x", "link_time", "--y", "dist_opt", "--out", str(tmp_path / "p.png")]) == 0

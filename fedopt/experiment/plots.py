@@ -21,10 +21,11 @@ import pandas as pd
 
 from fedopt.experiment.store import temp_path
 
-X_COLUMNS = ("messages", "bytes", "time", "grad_evals", "queries", "round")
+X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round")
 Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
 _NAMES = {
-    "messages": "messages", "bytes": "bytes sent", "time": "simulated time", "grad_evals": "gradient evaluations",
+    "messages": "messages", "bytes": "bytes sent", "time": "simulated time",
+    "link_time": "link time (s, link-cost model)", "grad_evals": "gradient evaluations",
     "queries": "function queries", "round": "rounds", "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²",
     "consensus": "mean ‖xᵢ − x̄‖²", "grad_norm_sq": "‖∇f(x̄)‖²",
 }
@@ -187,5 +188,7 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
 
 #: The plots :func:`fedopt.experiment.runner.run_experiment` draws: (x, y).
 DEFAULT_PLOTS = (("messages", "dist_opt"), ("grad_evals", "dist_opt"), ("time", "subopt"))
+#: Drawn as well when some topology has link costs (``link_time`` > 0).
+LINK_COST_PLOTS = (("link_time", "dist_opt"),)
 
-__all__ = ["DEFAULT_PLOTS", "X_COLUMNS", "Y_COLUMNS", "curves", "plot_results"]
+__all__ = ["DEFAULT_PLOTS", "LINK_COST_PLOTS", "X_COLUMNS", "Y_COLUMNS", "curves", "plot_results"]

@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from fedopt.experiment.config import ExperimentConfig, load_config
-from fedopt.experiment.plots import DEFAULT_PLOTS, plot_results
+from fedopt.experiment.plots import DEFAULT_PLOTS, LINK_COST_PLOTS, plot_results
 from fedopt.experiment.store import LiveTable, ResultStore, atomic_write_text, rows_frame
 from fedopt.experiment.sweep import RunConfig, expand, grid_summary
 
@@ -236,7 +236,8 @@ def run_experiment(
 
     plot_files: list[str] = []
     if plots:
-        for x, y in DEFAULT_PLOTS:
+        has_link_cost = "link_time" in df.columns and bool((df["link_time"].fillna(0) > 0).any())
+        for x, y in DEFAULT_PLOTS + (LINK_COST_PLOTS if has_link_cost else ()):
             try:
                 plot_results(df, x, y, out / "plots" / f"{y}_vs_{x}.png", title=f"{cfg.name}: {y} vs {x}")
             except ValueError:  # nothing to draw (e.g. no x* for dist_opt, or every run errored)
