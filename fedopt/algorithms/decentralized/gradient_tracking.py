@@ -8,8 +8,10 @@ optimization", IEEE TCNS 2018, eq. (4)::
     x^{k+1} = W x^k − α y^k
     y^{k+1} = W y^k + ∇F(x^{k+1}) − ∇F(x^k),    y^0 = ∇F(x^0)
 
-``W`` is the Metropolis–Hastings matrix of the graph in force (doubly
-stochastic, symmetric). ``Σ_i y_i^k = Σ_i ∇f_i(x_i^k)`` for all k, so a fixed
+``W = (I + W_MH)/2`` is the lazy Metropolis–Hastings matrix of the graph in force
+(doubly stochastic, symmetric, eigenvalues in [0, 1]). The lazy form keeps the
+default step 1/(4L) stable where ``W_MH`` has eigenvalues near −1 (e.g. on a
+10×10 grid, where the plain ``W_MH`` diverged at that step). ``Σ_i y_i^k = Σ_i ∇f_i(x_i^k)`` for all k, so a fixed
 point is a consensus on a stationary point of ``Σ f_i``: for a small enough
 constant step the iterates converge linearly to ``x*`` (Nedić et al., Thm. 3.14;
 Qu & Li, Thm. 1).
@@ -37,12 +39,16 @@ class GradientTracking(RoundAlgorithm):
     params: GradientTrackingParams
 
     def _W(self, ctx: Context):  # type: ignore[no-untyped-def]
-        key = ("metropolis", id(ctx.topology))
+        key = ("lazy_metropolis", id(ctx.topology))
         W = ctx.extra.get(key)
         if W is None:
+            import scipy.sparse as sp
+
             from fedopt.topology.spectral import metropolis_weights
 
-            W = ctx.extra[key] = metropolis_weights(ctx.topology)
+            W_mh = metropolis_weights(ctx.topology)
+            eye = sp.identity(ctx.n, format="csr") if sp.issparse(W_mh) else np.eye(ctx.n)
+            W = ctx.extra[key] = 0.5 * (eye + W_mh)
         return W
 
     def _lr(self, ctx: Context) -> float:
