@@ -122,7 +122,7 @@ def effective_resistances(top: Topology, weights: np.ndarray | None = None) -> n
     """Edge effective resistances ``r_e = b_eᵀ Λ⁺ b_e`` (no ½ factor), one per edge.
 
     Dense: one solve with ``Λ + J/n``. Sparse (``n ≥ 500``): a sparse LU of the grounded
-    Laplacian and a blocked multi-right-hand-side solve over the edges.
+    Laplacian and blocked solves for the columns of the n nodes (not one per edge).
     """
     w = _weights(top, weights)
     n, i, j = top.n, top.edges[:, 0], top.edges[:, 1]
@@ -142,16 +142,22 @@ def effective_resistances(top: Topology, weights: np.ndarray | None = None) -> n
     L = laplacian(top, w, sparse=True).tocsc()
     c = float(L.diagonal().sum()) / n
     solver = _grounded_solver(L, c, np.full(n, 1.0 / np.sqrt(n)))
-    out = np.empty(top.m)
+    # r_e = A⁻¹[i,i] + A⁻¹[j,j] − 2 A⁻¹[j,i] with A = Λ + J/n: solve for the columns of the
+    # nodes (n solves, not m), a block at a time, and read the entries each edge needs.
+    diag = np.empty(n)
+    cross = np.empty(top.m)
+    order = np.argsort(i, kind="stable")
+    starts = np.searchsorted(i[order], np.arange(n + 1))
     block = 256
-    for s in range(0, top.m, block):
-        e = slice(s, min(s + block, top.m))
-        k = e.stop - e.start
-        Bm = np.zeros((n, k))
-        Bm[i[e], np.arange(k)] = 1.0
-        Bm[j[e], np.arange(k)] = -1.0
-        X = solver.matmat(Bm)
-        out[e] = X[i[e], np.arange(k)] - X[j[e], np.arange(k)]
+    for s0 in range(0, n, block):
+        s1 = min(s0 + block, n)
+        E = np.zeros((n, s1 - s0))
+        E[np.arange(s0, s1), np.arange(s1 - s0)] = 1.0
+        X = solver.matmat(E)
+        diag[s0:s1] = X[np.arange(s0, s1), np.arange(s1 - s0)]
+        idx = order[starts[s0]:starts[s1]]
+        cross[idx] = X[j[idx], i[idx] - s0]
+    out = diag[i] + diag[j] - 2.0 * cross
     if not np.isfinite(out).all() or (out <= 0).any():
         raise ValueError(f"topology {top.name!r}: the weighted graph is disconnected")
     return out
