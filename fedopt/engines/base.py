@@ -87,6 +87,25 @@ class RunResult:
     meter: Meter | None = None
 
 
+def apply_gossip_pairs(algo: EventAlgorithm, state: State, ctx: Context, na: np.ndarray, nb: np.ndarray,
+                       t: np.ndarray, edges: np.ndarray) -> None:
+    """Apply one level's gossip events (pairs ``na[k]–nb[k]`` on ``edges[k]``, no node twice):
+    rows ``k`` and ``k + K`` of the stacked arrays are the two ends of event ``k``; every
+    exchange goes through the channel."""
+    nodes = np.concatenate((na, nb))
+    tt = np.concatenate((t, t))
+    own = algo.gossip_message(state, ctx, nodes, tt)
+    k = len(na)
+    peer = np.concatenate((own[k:], own[:k]))
+    algo.on_gossip(state, ctx, nodes, tt, own, peer)
+    ctx.channel.exchange(na, nb, edges, own.shape[1])
+
+
+def divergence_message(row: dict[str, Any]) -> str:
+    """Why a checkpoint row means the run diverged ('' when it did not)."""
+    return "" if math.isfinite(row["consensus"]) else f"non-finite iterates at time {row['time']:g}"
+
+
 def _topology_at(topology: Any, t: float) -> Topology:
     return topology.at(t) if hasattr(topology, "at") else topology
 
@@ -136,22 +155,13 @@ class Simulation:
         ev = sched.events
         t, a, b, e = ev.t, ev.node_a, ev.node_b, ev.edge
         bounds = sched.bounds.tolist()
-        state, ctx, channel = self.state, self.ctx, self.ctx.channel
-        on_compute, message, on_gossip = algo.on_compute, algo.gossip_message, algo.on_gossip
-        concat = np.concatenate
+        state, ctx, on_compute = self.state, self.ctx, algo.on_compute
         for lv in range(sched.n_levels):
             s, mid, end = bounds[2 * lv], bounds[2 * lv + 1], bounds[2 * lv + 2]
             if mid > s:
                 on_compute(state, ctx, a[s:mid], t[s:mid])
             if end > mid:
-                na, nb, tg = a[mid:end], b[mid:end], t[mid:end]
-                nodes = concat((na, nb))
-                tt = concat((tg, tg))
-                own = message(state, ctx, nodes, tt)
-                k = end - mid
-                peer = concat((own[k:], own[:k]))
-                on_gossip(state, ctx, nodes, tt, own, peer)
-                channel.exchange(na, nb, e[mid:end], own.shape[1])
+                apply_gossip_pairs(algo, state, ctx, a[mid:end], b[mid:end], t[mid:end], e[mid:end])
 
     # ---- driver ----------------------------------------------------------------------
     def _start_clock(self) -> None:
@@ -228,8 +238,9 @@ class Simulation:
             row = self.record()
             if progress is not None:
                 progress(self.t)
-            if not math.isfinite(row["consensus"]):
-                status, message = "diverged", f"non-finite iterates at time {self.t:g}"
+            diverged = divergence_message(row)
+            if diverged:
+                status, message = "diverged", diverged
                 break
             if self.n_events >= self.spec.max_events:
                 break

@@ -26,6 +26,7 @@ Registered problems (factories ``name(n, data, partition="iid", ...)``, see
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -117,14 +118,17 @@ class EmpiricalProblem(Problem):
         return cls(Xd, y, sizes, **kwargs)
 
     # ---- per-sample loss and regularizer (subclass hooks) ------------------------
+    @abstractmethod
     def _loss(self, z: FloatArray, y: FloatArray) -> FloatArray:
-        raise NotImplementedError
+        """Per-sample loss ℓ(z, y) of the margins ``z = ⟨a, x⟩``."""
 
+    @abstractmethod
     def _dloss(self, z: FloatArray, y: FloatArray) -> FloatArray:
-        raise NotImplementedError
+        """∂ℓ/∂z."""
 
+    @abstractmethod
     def _d2loss(self, z: FloatArray, y: FloatArray) -> FloatArray:
-        raise NotImplementedError
+        """∂²ℓ/∂z² (for L and the Newton solve of x*)."""
 
     def _check_labels(self) -> None:
         """Raise if the labels do not suit the loss (default: any real labels)."""

@@ -48,7 +48,6 @@ problem that puts its tensors on ``"cuda"`` runs its shard's oracles there
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,7 +60,7 @@ from fedopt.algorithms.base import EventAlgorithm, FederatedAlgorithm
 from fedopt.core.levels import schedule_levels
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.trace import checkpoint_row
-from fedopt.engines.base import Engine, RunResult, RunSpec, Simulation
+from fedopt.engines.base import Engine, RunResult, RunSpec, Simulation, divergence_message
 from fedopt.engines.ray.events import plan_block
 from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of
 from fedopt.engines.ray.worker import ShardWorker, topology_for_period
@@ -343,8 +342,9 @@ class RaySimulation(Simulation):
                 continue
             if progress is not None:
                 progress(self.t)
-            if not math.isfinite(row["consensus"]):
-                status, message = "diverged", f"non-finite iterates at time {self.t:g}"
+            diverged = divergence_message(row)
+            if diverged:
+                status, message = "diverged", diverged
                 break
             if self.n_events >= self.spec.max_events:
                 break

@@ -24,6 +24,7 @@ from fedopt.algorithms.base import Context, EventAlgorithm, FederatedAlgorithm
 from fedopt.core.arrays import IntArray, State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.rng import RngStreams, stream_key
+from fedopt.engines.base import apply_gossip_pairs
 
 #: Spawn-key tag of the per-shard random streams (kept apart from the run's own streams).
 SHARD_STREAM_TAG = 0x5348
@@ -206,21 +207,13 @@ class ShardWorker:
             ce = np.searchsorted(c_lv, levels, "right").tolist()
             gs = np.searchsorted(g_lv, levels, "left").tolist()
             ge = np.searchsorted(g_lv, levels, "right").tolist()
-            on_compute, message, on_gossip, channel = algo.on_compute, algo.gossip_message, algo.on_gossip, ctx.channel
-            concat = np.concatenate
+            on_compute = algo.on_compute
             for i in range(len(levels)):
                 if ce[i] > cs[i]:
                     on_compute(state, ctx, c_nodes[cs[i]:ce[i]], c_t[cs[i]:ce[i]])
                 if ge[i] > gs[i]:
                     s, e = gs[i], ge[i]
-                    na, nb, tg = g_a[s:e], g_b[s:e], g_t[s:e]
-                    nodes = concat((na, nb))
-                    tt = concat((tg, tg))
-                    own = message(state, ctx, nodes, tt)
-                    k = e - s
-                    peer = concat((own[k:], own[:k]))
-                    on_gossip(state, ctx, nodes, tt, own, peer)
-                    channel.exchange(na, nb, g_e[s:e], own.shape[1])
+                    apply_gossip_pairs(algo, state, ctx, g_a[s:e], g_b[s:e], g_t[s:e], g_e[s:e])
         out = plan.get("out")
         if out is None:
             self._own_msgs = None
