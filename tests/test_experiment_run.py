@@ -131,7 +131,7 @@ def test_diverged_and_errored_runs_are_recorded(tmp_path: Path, capsys: pytest.C
     df = pd.read_parquet(out / "results.parquet")
     by = {k: g for k, g in df.groupby("algorithm")}
     assert (by["huge-step"]["status"] == "diverged").all() and len(by["huge-step"]) > 1
-    assert "non-finite" in by["huge-step"]["message"].iloc[0]
+    assert "blew up" in by["huge-step"]["message"].iloc[0]  # caught before the iterates overflow
     assert len(by["no-data"]) == 1 and by["no-data"]["status"].iloc[0] == "error"
     assert "per-sample gradients" in by["no-data"]["message"].iloc[0]
     assert (by["gossip_sgd"]["status"] == "ok").all() and by["gossip_sgd"]["time"].max() >= 40 - 1e-9

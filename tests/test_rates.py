@@ -3,6 +3,7 @@ the first-order path against the SDP, DADAO with optimized rates, errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import networkx as nx
@@ -157,6 +158,57 @@ def test_first_order_matches_sdp_midsize(objective: str) -> None:
     assert fo.method == "first_order" and fo.duality_gap is None
 
 
+# ---- fastest mixing: the projected-gradient path ----------------------------------------------------------
+def _degree_sums(top: Topology, w: np.ndarray) -> np.ndarray:
+    return np.bincount(top.edges.ravel(), weights=np.repeat(w, 2), minlength=top.n)
+
+
+def test_fastest_mixing_first_order_matches_sdp() -> None:
+    top = _rgg(30, 0.3)
+    sdp = optimize_rates(top, "fastest_mixing", solver=ACCURATE, method="sdp")
+    fo = optimize_rates(top, "fastest_mixing", method="first_order")
+    assert fo.method == "first_order" and fo.duality_gap is None
+    assert fo.objective == pytest.approx(sdp.objective, rel=1e-3)  # the SLEM
+    assert (1 - fo.objective) == pytest.approx(1 - sdp.objective, rel=0.01)  # the spectral gap
+    assert (fo.rates >= 0).all() and _degree_sums(top, fo.rates).max() <= 1 + 1e-12
+    assert fo.objective == pytest.approx(slem(top, fo.rates), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [8, 13])
+def test_fastest_mixing_path_closed_form(n: int) -> None:
+    # Boyd, Diaconis, Sun & Xiao (2006): on a path the fastest chain moves with probability
+    # 1/2 along every edge, SLEM = cos(π/n).
+    top = _top(f"path{n}", nx.path_graph(n))
+    sol = optimize_rates(top, "fastest_mixing", method="first_order")
+    assert sol.objective == pytest.approx(math.cos(math.pi / n), abs=1e-5)
+    np.testing.assert_allclose(sol.rates, 0.5, atol=5e-3)
+
+
+def test_fastest_mixing_sparse_path_agrees_with_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    top = _rgg(40, 0.3)
+    dense = optimize_rates(top, "fastest_mixing", method="first_order")
+    monkeypatch.setattr(spectral, "SPARSE_THRESHOLD", 10)  # Lanczos ends of the spectrum, grounded LU
+    sparse = optimize_rates(top, "fastest_mixing", method="first_order")
+    assert (1 - sparse.objective) == pytest.approx(1 - dense.objective, rel=0.01)
+
+
+def test_degree_polytope_projection_is_exact() -> None:
+    import cvxpy as cp
+
+    from fedopt.topology.rates.fastest_mixing import DegreePolytope
+
+    top = _rgg(25, 0.35)
+    C = DegreePolytope(top)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        y = rng.uniform(-0.2, 0.7, top.m)
+        w = C.project(y)
+        assert (w >= 0).all() and (C.A @ w).max() <= 1 + 1e-12
+        x = cp.Variable(top.m)
+        ref = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [x >= 0, C.A @ x <= 1]).solve(solver="CLARABEL")
+        assert float(np.sum((w - y) ** 2)) <= ref + 1e-7
+
+
 def test_first_order_sparse_path_runs() -> None:
     g = nx.connected_watts_strogatz_graph(600, 4, 0.1, seed=0)
     top = _top("ws600", g)
@@ -187,8 +239,12 @@ def test_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         optimize_rates(top, "fastest")
     with pytest.raises(ValueError, match="unknown solver"):
         optimize_rates(top, "dadao", solver="mosek", method="sdp")
+    sdp_only = dataclasses.replace(OBJECTIVES["fastest_mixing"], name="sdp_only", first_order=None)
+    monkeypatch.setitem(OBJECTIVES, "sdp_only", sdp_only)
     with pytest.raises(ValueError, match="no first-order path"):
-        optimize_rates(top, "fastest_mixing", method="first_order")
+        optimize_rates(top, "sdp_only", method="first_order")
+    with pytest.raises(ValueError, match="unknown method"):
+        optimize_rates(top, "dadao", method="newton")
     with pytest.raises(ValueError, match="one value per edge"):
         optimize_rates(top, "dadao", costs=np.ones(3))
     import cvxpy as cp

@@ -101,9 +101,21 @@ def apply_gossip_pairs(algo: EventAlgorithm, state: State, ctx: Context, na: np.
     ctx.channel.exchange(na, nb, edges, own.shape[1])
 
 
-def divergence_message(row: dict[str, Any]) -> str:
-    """Why a checkpoint row means the run diverged ('' when it did not)."""
-    return "" if math.isfinite(row["consensus"]) else f"non-finite iterates at time {row['time']:g}"
+#: A run whose ``‖∇f(x̄)‖²`` grows this many times above its first checkpoint has diverged
+#: (finite but exploding iterates, e.g. a step size past the stability limit).
+BLOWUP_FACTOR = 1e16
+
+
+def divergence_message(row: dict[str, Any], first: dict[str, Any] | None = None) -> str:
+    """Why a checkpoint row means the run diverged ('' when it did not): non-finite iterates,
+    or a gradient norm at the mean iterate :data:`BLOWUP_FACTOR` times the first row's."""
+    if not math.isfinite(row["consensus"]):
+        return f"non-finite iterates at time {row['time']:g}"
+    if first is not None:
+        g0, g = first.get("grad_norm_sq", math.nan), row.get("grad_norm_sq", math.nan)
+        if g0 > 0 and (not math.isfinite(g) or g > BLOWUP_FACTOR * g0):
+            return f"iterates blew up at time {row['time']:g}: ‖∇f(x̄)‖² grew from {g0:.3g} to {g:.3g}"
+    return ""
 
 
 def _topology_at(topology: Any, t: float) -> Topology:
@@ -238,7 +250,7 @@ class Simulation:
             row = self.record()
             if progress is not None:
                 progress(self.t)
-            diverged = divergence_message(row)
+            diverged = divergence_message(row, self.rows[0])
             if diverged:
                 status, message = "diverged", diverged
                 break

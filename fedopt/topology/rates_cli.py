@@ -9,7 +9,7 @@ import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from fedopt.topology.rates import OBJECTIVES, SOLVERS
+    from fedopt.topology.rates import METHODS, OBJECTIVES, SOLVERS
 
     p = subparsers.add_parser(
         "rates", help="optimal per-edge gossip rates of a topology (CVXPY SDP or first-order)",
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("spec", help="topology spec file, a spec name in topologies/, or a generator name")
     p.add_argument("--objective", default="dadao", choices=list(OBJECTIVES), help="rate problem (default: dadao)")
     p.add_argument("--solver", default="scs", choices=list(SOLVERS), help="SDP solver (default: scs; clarabel: accurate)")
-    p.add_argument("--method", default="auto", choices=["auto", "sdp", "first_order"],
+    p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="auto: the SDP for small graphs, the first-order method for large ones")
     p.add_argument("--n", type=int, help="number of nodes (generator names only)")
     p.add_argument("--message-bytes", type=float, default=None,

@@ -3,9 +3,10 @@
 ``x_i^{k+1} = Σ_j W_ij x_j^k − α_k ∇f_i(x_i^k)`` (Nedić & Ozdaglar, "Distributed
 subgradient methods for multi-agent optimization", IEEE TAC 2009, eq. (3);
 Yuan, Ling & Yin, "On the convergence of decentralized gradient descent",
-SIAM J. Optim. 2016, eq. (2.2)). ``W`` is the Metropolis–Hastings matrix of the
-graph. With a constant step the iterates converge linearly to a neighbourhood
-of ``x*`` of size O(α/(1−σ₂(W))) (Yuan et al., Thm. 4); with ``α_k = α₀/(k+1)^p``,
+SIAM J. Optim. 2016, eq. (2.2)). ``W = I − Λ(w)`` comes from
+:func:`fedopt.topology.mixing.mixing_matrix` (``mixing``: Metropolis–Hastings by default,
+``fastest_mixing`` for the SLEM-optimal weights, ``rates`` for the topology's own). With a
+constant step the iterates converge linearly to a neighbourhood of ``x*`` of size O(α/(1−σ₂(W))) (Yuan et al., Thm. 4); with ``α_k = α₀/(k+1)^p``,
 ``p ∈ (½, 1]``, they converge to ``x*``.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Params, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.decentralized.mixing import MixingParams, mixing_of
 from fedopt.core.arrays import State
 
 
-class DGDParams(Params):
+class DGDParams(MixingParams):
     lr: float = Field(0.1, gt=0, description="step size α₀")
     decay: float = Field(0.0, ge=0, le=1, description="α_k = α₀/(k+1)^decay (0: constant step)")
     batch_size: int | None = Field(None, ge=1, description="minibatch size (None: full local gradient)")
@@ -33,11 +35,7 @@ class DGD(RoundAlgorithm):
         return {"x": np.tile(self.initial_point(ctx), (ctx.n, 1))}
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        from fedopt.topology.spectral import metropolis_weights
-
-        W = ctx.extra.get(("metropolis", id(ctx.topology)))
-        if W is None:
-            W = ctx.extra[("metropolis", id(ctx.topology))] = metropolis_weights(ctx.topology)
+        W = mixing_of(self.params, ctx)
         x = state["x"]
         lr = self.params.lr / (r + 1) ** self.params.decay
         if self.params.batch_size is None:

@@ -8,8 +8,9 @@ optimization", IEEE TCNS 2018, eq. (4)::
     x^{k+1} = W x^k − α y^k
     y^{k+1} = W y^k + ∇F(x^{k+1}) − ∇F(x^k),    y^0 = ∇F(x^0)
 
-``W = (I + W_MH)/2`` is the lazy Metropolis–Hastings matrix of the graph in force
-(doubly stochastic, symmetric, eigenvalues in [0, 1]). The lazy form keeps the
+``W = (I + W_MH)/2`` is by default the lazy Metropolis–Hastings matrix of the graph in
+force (doubly stochastic, symmetric, eigenvalues in [0, 1]; ``mixing`` and ``lazy`` choose
+others, see :func:`fedopt.topology.mixing.mixing_matrix`). The lazy form keeps the
 default step 1/(4L) stable where ``W_MH`` has eigenvalues near −1 (e.g. on a
 10×10 grid, where the plain ``W_MH`` diverged at that step). ``Σ_i y_i^k = Σ_i ∇f_i(x_i^k)`` for all k, so a fixed
 point is a consensus on a stationary point of ``Σ f_i``: for a small enough
@@ -25,11 +26,13 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Params, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.decentralized.mixing import MixingParams, mixing_of
 from fedopt.core.arrays import State
 
 
-class GradientTrackingParams(Params):
+class GradientTrackingParams(MixingParams):
+    lazy: bool = Field(True, description="use (I + W)/2 (eigenvalues in [0, 1]; keeps the default step stable)")
     lr: float | None = Field(None, gt=0, description="step size α (default: 1/(4L) of the problem)")
 
 
@@ -37,19 +40,6 @@ class GradientTrackingParams(Params):
 class GradientTracking(RoundAlgorithm):
     Params = GradientTrackingParams
     params: GradientTrackingParams
-
-    def _W(self, ctx: Context):  # type: ignore[no-untyped-def]
-        key = ("lazy_metropolis", id(ctx.topology))
-        W = ctx.extra.get(key)
-        if W is None:
-            import scipy.sparse as sp
-
-            from fedopt.topology.spectral import metropolis_weights
-
-            W_mh = metropolis_weights(ctx.topology)
-            eye = sp.identity(ctx.n, format="csr") if sp.issparse(W_mh) else np.eye(ctx.n)
-            W = ctx.extra[key] = 0.5 * (eye + W_mh)
-        return W
 
     def _lr(self, ctx: Context) -> float:
         return self.params.lr if self.params.lr is not None else 1.0 / (4.0 * float(ctx.problem.L))
@@ -60,7 +50,7 @@ class GradientTracking(RoundAlgorithm):
         return {"x": x, "y": g.copy(), "g": g}
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        W = self._W(ctx)
+        W = mixing_of(self.params, ctx)
         x, y, g = state["x"], state["y"], state["g"]
         top = ctx.topology
         ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)

@@ -342,7 +342,7 @@ class RaySimulation(Simulation):
                 continue
             if progress is not None:
                 progress(self.t)
-            diverged = divergence_message(row)
+            diverged = divergence_message(row, self.rows[0])
             if diverged:
                 status, message = "diverged", diverged
                 break
