@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _rates(args: argparse.Namespace) -> int:
     from fedopt.topology.linkcost import DEFAULT_MESSAGE_BYTES, edge_costs, has_link_costs
-    from fedopt.topology.rates import condition, optimize_rates
+    from fedopt.topology.rates import OBJECTIVES, condition, optimize_rates
     from fedopt.topology.spec import resolve_topology, save_spec
 
     ref: dict[str, object] = {"name": args.spec}
@@ -48,16 +48,20 @@ def _rates(args: argparse.Namespace) -> int:
     costs = edge_costs(top, nbytes) if has_link_costs(top) and not args.uniform_costs else None
     sol = optimize_rates(top, args.objective, costs=costs, solver=args.solver, method=args.method)
 
-    unit = "link-seconds per unit time" if costs is not None else "total rate"
-    print(f"topology {top.name}: n={top.n}, edges={top.m}; objective {sol.objective_name} ({sol.method}, "
-          f"{sol.solver}, status {sol.status}, {sol.solve_time:.2f} s"
-          + (f", duality gap {sol.duality_gap:.2e})" if sol.duality_gap is not None else ")"))
+    obj = OBJECTIVES[sol.objective_name]
+    how = f"{sol.method}, {sol.solver}, status {sol.status}" if sol.method == "sdp" else sol.method
+    gap = f", duality gap {sol.duality_gap:.2e}" if sol.duality_gap is not None else ""
+    print(f"topology {top.name}: n={top.n}, edges={top.m}; objective {sol.objective_name} ({how}, "
+          f"{sol.solve_time:.2f} s{gap})")
     if costs is not None:
         print(f"edge cost: one gossip exchange of 2 x {nbytes:.3g} bytes (latency + bytes/bandwidth)")
-    label = unit if sol.objective_name == "dadao" else sol.objective_name
+    label = "link-seconds per unit time" if costs is not None and sol.objective_name == "dadao" else obj.value_label
     print(f"optimized {label}: {sol.objective:.6g}   uniform: {sol.uniform_objective:.6g}   "
           f"improvement: {sol.improvement:.4g}x")
-    print(f"chi1 = {sol.chi1:.6g}, chi2 = {sol.chi2:.6g}, 2*chi1*chi2 = {condition(top, sol.rates):.6g}")
+    if sol.objective_name == "fastest_mixing":
+        print(f"spectral gap 1 - SLEM: {1 - sol.objective:.6g} (uniform {1 - sol.uniform_objective:.6g})")
+    else:
+        print(f"chi1 = {sol.chi1:.6g}, chi2 = {sol.chi2:.6g}, 2*chi1*chi2 = {condition(top, sol.rates):.6g}")
     if costs is not None:
         # one line per link class (same latency and bandwidth)
         keys = np.stack([top.latency, top.bandwidth], axis=1)  # type: ignore[list-item]

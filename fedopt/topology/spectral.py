@@ -59,6 +59,13 @@ def laplacian(top: Topology, weights: np.ndarray | None = None, sparse: bool | N
     return sp.csr_matrix((vals, (rows, cols)), shape=(top.n, top.n))
 
 
+def lanczos_start(n: int) -> np.ndarray:
+    """A fixed starting vector for ARPACK (``eigsh(v0=...)``): without one ARPACK draws it
+    from a process-wide generator, and the same graph could give (slightly) different
+    eigenvectors, hence rates, from run to run."""
+    return np.random.default_rng(0x5EED).standard_normal(n)
+
+
 def lambda2(top: Topology, weights: np.ndarray | None = None) -> float:
     """Algebraic connectivity ``λ₂(Λ)`` (0 when the weighted graph is disconnected)."""
     if top.n < 2:
@@ -75,7 +82,7 @@ def lambda2(top: Topology, weights: np.ndarray | None = None) -> float:
         return 0.0
     Ainv = _grounded_solver(L, c, np.full(n, 1.0 / np.sqrt(n)))
     try:
-        val = spla.eigsh(Ainv, k=1, which="LA", return_eigenvectors=False, tol=1e-12)
+        val = spla.eigsh(Ainv, k=1, which="LA", return_eigenvectors=False, tol=1e-12, v0=lanczos_start(n))
     except RuntimeError:  # singular grounded matrix: disconnected weighting
         return 0.0
     return float(1.0 / val[0]) if val[0] > 0 and np.isfinite(val[0]) else 0.0

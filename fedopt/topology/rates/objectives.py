@@ -54,21 +54,21 @@ DADAO = register_objective(RateObjective(
     description="minimize Σ c_e λ_e subject to 2·χ1(Λ)·χ2(Λ) ≤ 1 (DADAO's rate condition)",
     value=lambda top, w, c: float(c @ w),
     finalize=dadao_finalize, uniform=uniform_dadao, sdp=sdp.dadao,
-    first_order=mirror_descent, smooth=smooth_dadao, sdp_fits=_dadao_sdp_fits,
+    first_order=mirror_descent, smooth=smooth_dadao, sdp_fits=_dadao_sdp_fits, value_label="total rate",
 ))
 MAX_CONNECTIVITY = register_objective(RateObjective(
     name="max_connectivity", sense="max",
     description="maximize λ2(Λ) with the budget Σ c_e λ_e = Σ c_e (Boyd 2006)",
     value=lambda top, w, c: spectral.lambda2(top, w),
     finalize=scale_to_budget, uniform=_uniform_budget, sdp=sdp.max_connectivity,
-    first_order=mirror_descent, smooth=smooth_max_connectivity,
+    first_order=mirror_descent, smooth=smooth_max_connectivity, value_label="λ2",
 ))
 MIN_TOTAL_RESISTANCE = register_objective(RateObjective(
     name="min_total_resistance", sense="min",
     description="minimize n·Tr(Λ⁺) with the budget Σ c_e λ_e = Σ c_e (Ghosh, Boyd & Saberi 2008)",
     value=lambda top, w, c: total_resistance(top, w),
     finalize=scale_to_budget, uniform=_uniform_budget, sdp=sdp.min_total_resistance,
-    first_order=mirror_descent, smooth=smooth_min_total_resistance,
+    first_order=mirror_descent, smooth=smooth_min_total_resistance, value_label="total effective resistance",
 ))
 FASTEST_MIXING = register_objective(RateObjective(
     name="fastest_mixing", sense="min",
@@ -76,5 +76,5 @@ FASTEST_MIXING = register_objective(RateObjective(
     value=lambda top, w, c: slem(top, w), finalize=_stochastic,
     uniform=lambda top, c: best_constant_weight(top), sdp=sdp.fastest_mixing,
     first_order=accelerated_projected_gradient, improvement=_gap_ratio,
-    sdp_fits=lambda top: top.n <= FASTEST_MIXING_SDP_MAX_NODES,
+    sdp_fits=lambda top: top.n <= FASTEST_MIXING_SDP_MAX_NODES, value_label="SLEM",
 ))

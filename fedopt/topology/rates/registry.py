@@ -87,6 +87,7 @@ class RateObjective:
     sdp_fits: Callable[[Topology], bool] | None = None
     smooth: Callable[[Topology, np.ndarray, np.ndarray, float], tuple[float, np.ndarray]] | None = None
     improvement: Callable[[float, float], float] | None = None
+    value_label: str = "objective"  # what ``value`` is, for printing
 
     def use_sdp(self, top: Topology) -> bool:
         """Whether ``method="auto"`` solves this problem's SDP on ``top``."""

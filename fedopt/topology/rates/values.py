@@ -65,7 +65,8 @@ def slem(top: Topology, rates: np.ndarray) -> float:
     else:
         lo = spectral.lambda2(top, rates)
         L = spectral.laplacian(top, rates, sparse=True)
-        hi = float(spla.eigsh(L, k=1, which="LA", return_eigenvectors=False, tol=1e-12)[0])
+        hi = float(spla.eigsh(L, k=1, which="LA", return_eigenvectors=False, tol=1e-12,
+                              v0=spectral.lanczos_start(top.n))[0])
     return float(max(abs(1.0 - lo), abs(1.0 - hi)))
 
 
@@ -95,6 +96,7 @@ def best_constant_weight(top: Topology, c: np.ndarray | None = None) -> np.ndarr
         lo, hi = ev[1], ev[-1]
     else:
         lo = spectral.lambda2(top)
-        hi = float(spla.eigsh(spectral.laplacian(top, sparse=True), k=1, which="LA", return_eigenvectors=False)[0])
+        hi = float(spla.eigsh(spectral.laplacian(top, sparse=True), k=1, which="LA", return_eigenvectors=False,
+                              v0=spectral.lanczos_start(top.n))[0])
     alpha = min(2.0 / (lo + hi), 1.0 / float(top.degrees().max()))
     return np.full(top.m, alpha)
