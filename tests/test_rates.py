@@ -192,6 +192,25 @@ def test_fastest_mixing_sparse_path_agrees_with_dense(monkeypatch: pytest.Monkey
     assert (1 - sparse.objective) == pytest.approx(1 - dense.objective, rel=0.01)
 
 
+def test_top_bound_certifies_lambda_max_and_shift_invert_finds_the_top(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedopt.topology.rates.fastest_mixing import TopBound
+    from fedopt.topology.rates.linalg import WeightedLaplacian
+
+    top = _rgg(40, 0.3)
+    rng = np.random.default_rng(5)
+    w1 = rng.uniform(0.02, 0.1, top.m)
+    tb = TopBound(top)
+    tb.update(w1, float(np.linalg.eigvalsh(top.laplacian(w1))[-1]))
+    monkeypatch.setattr(spectral, "SPARSE_THRESHOLD", 10)
+    for scale in (1e-4, 1e-2, 0.5):
+        w2 = w1 * np.exp(scale * rng.standard_normal(top.m))  # positive: the graph stays connected
+        ev = np.linalg.eigvalsh(top.laplacian(w2))
+        bound = tb.bound(w2)
+        assert bound is not None and bound >= ev[-1]
+        hi, _ = WeightedLaplacian(top, w2).largest(6, above=bound)
+        np.testing.assert_allclose(hi, ev[::-1][:6], rtol=1e-9)
+
+
 def test_degree_polytope_projection_is_exact() -> None:
     import cvxpy as cp
 
