@@ -52,12 +52,12 @@ Two methods solve every problem (``method=``):
   sparse LU of the grounded Laplacian, :mod:`~fedopt.topology.rates.linalg`).
 
 ``method="auto"`` (the default) takes the SDP up to :data:`SDP_MAX_NODES` nodes (DADAO's,
-with one LMI per edge, up to ``m·(n+1) ≤`` :data:`DADAO_SDP_MAX_SIZE`) and the first-order
-path above. Whatever the method, the returned objective is the exact value of the returned
+with one LMI per edge, up to ``m·(n+1) ≤`` :data:`DADAO_SDP_MAX_SIZE`; fastest mixing's up to
+:data:`FASTEST_MIXING_SDP_MAX_NODES`) and the first-order path above. Whatever the method, the returned objective is the exact value of the returned
 rates (:mod:`~fedopt.topology.rates.values`).
 """
 
-from fedopt.topology.rates.objectives import DADAO_SDP_MAX_SIZE
+from fedopt.topology.rates.objectives import DADAO_SDP_MAX_SIZE, FASTEST_MIXING_SDP_MAX_NODES
 from fedopt.topology.rates.registry import (
     OBJECTIVES, SDP_MAX_NODES, RateObjective, RateSolution, available_objectives, get_objective, register_objective,
 )
@@ -67,6 +67,7 @@ from fedopt.topology.rates.values import MIN_RATE_FRACTION, condition, slem, tot
 
 __all__ = [
     "DADAO_SDP_MAX_SIZE",
+    "FASTEST_MIXING_SDP_MAX_NODES",
     "METHODS",
     "MIN_RATE_FRACTION",
     "OBJECTIVES",
