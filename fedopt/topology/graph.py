@@ -102,6 +102,11 @@ class Topology:
     def degrees(self) -> np.ndarray:
         return np.bincount(self.edges.ravel(), minlength=self.n)
 
+    def weighted_degrees(self, weights: np.ndarray) -> np.ndarray:
+        """``Σ_{e∋i} w_e`` for every node ``i`` (the diagonal of ``Λ(w)``)."""
+        return np.bincount(self.edges.ravel(), weights=np.repeat(np.asarray(weights, dtype=np.float64), 2),
+                           minlength=self.n)
+
     def incidence(self) -> np.ndarray:
         """Dense ``n × m`` signed incidence matrix ``B`` with ``Λ = B diag(λ) Bᵀ``."""
         B = np.zeros((self.n, self.m))

@@ -81,7 +81,7 @@ def mixing_matrix(top: Topology, mixing: str = "metropolis", lazy: bool = False,
     w = MIXING_WEIGHTS[check_mixing(mixing)](top)
     if w.shape != (top.m,) or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"mixing {mixing!r}: weights must be finite, non-negative, one per edge")
-    sums = np.bincount(top.edges.ravel(), weights=np.repeat(w, 2), minlength=top.n)
+    sums = top.weighted_degrees(w)
     if sums.max() > 1.0 + 1e-9:
         raise ValueError(f"mixing {mixing!r}: the weights at node {int(sums.argmax())} sum to "
                          f"{sums.max():.6g} > 1, so I − Λ is not a mixing matrix")

@@ -197,17 +197,11 @@ def normalized_laplacian_rate(top: Topology) -> float:
 
 def metropolis_weights(top: Topology, sparse: bool | None = None) -> np.ndarray | sp.csr_matrix:
     """Metropolis–Hastings mixing matrix: ``W_ij = 1/(1 + max(d_i, d_j))`` on edges,
-    ``W_ii = 1 − Σ_j W_ij`` (symmetric, doubly stochastic; Xiao & Boyd 2004)."""
-    if sparse is None:
-        sparse = top.n >= SPARSE_THRESHOLD
-    deg = top.degrees()
-    i, j = top.edges[:, 0], top.edges[:, 1]
-    w = 1.0 / (1.0 + np.maximum(deg[i], deg[j]))
-    diag = 1.0 - (np.bincount(i, weights=w, minlength=top.n) + np.bincount(j, weights=w, minlength=top.n))
-    rows = np.concatenate([i, j, np.arange(top.n)])
-    cols = np.concatenate([j, i, np.arange(top.n)])
-    W = sp.csr_matrix((np.concatenate([w, w, diag]), (rows, cols)), shape=(top.n, top.n))
-    return W if sparse else W.toarray()
+    ``W_ii = 1 − Σ_j W_ij`` (symmetric, doubly stochastic; Xiao & Boyd 2004); see
+    :func:`fedopt.topology.mixing.mixing_matrix`."""
+    from fedopt.topology.mixing import mixing_matrix
+
+    return mixing_matrix(top, "metropolis", sparse=sparse)
 
 
 def spectral_gap(W: np.ndarray) -> float:

@@ -130,7 +130,7 @@ class TopBound:
         if self.w is None:
             return None
         dw = np.abs(w - self.w)
-        spread = 2.0 * float(np.bincount(self.top.edges.ravel(), weights=np.repeat(dw, 2), minlength=self.top.n).max())
+        spread = 2.0 * float(self.top.weighted_degrees(dw).max())
         return self.lmax + spread + 1e-6 * max(self.lmax, 1.0)  # strictly above: (Λ − σI) invertible
 
     def update(self, w: np.ndarray, lmax: float) -> None:

@@ -77,6 +77,14 @@ class WeightedLaplacian:
             tot += float(np.einsum("ij,ij->", E, self.solve(E)))
         return tot
 
+    def incidence_columns(self, edges: np.ndarray) -> np.ndarray:
+        """The dense columns ``b_e`` (``n × len(edges)``) of the listed edges."""
+        Bk = np.zeros((self.n, edges.size))
+        cols = np.arange(edges.size)
+        Bk[self.top.edges[edges, 0], cols] = 1.0
+        Bk[self.top.edges[edges, 1], cols] = -1.0
+        return Bk
+
     def edge_quad(self, X: np.ndarray) -> np.ndarray:
         """``(b_fᵀ x)²`` for every edge ``f`` and column ``x`` of ``X`` (``m × k``)."""
         i, j = self.top.edges[:, 0], self.top.edges[:, 1]

@@ -56,10 +56,7 @@ def _soft_log_chi2(lin: WeightedLaplacian, q: float) -> tuple[float, np.ndarray]
     keep = np.flatnonzero(pi > 1e-9)
     if keep.size > 64:  # the soft-max is concentrated: the 64 heaviest edges carry the gradient
         keep = keep[np.argsort(-pi[keep])[:64]]
-    Bk = np.zeros((top.n, keep.size))
-    Bk[top.edges[keep, 0], np.arange(keep.size)] = 1.0
-    Bk[top.edges[keep, 1], np.arange(keep.size)] = -1.0
-    X = lin.solve(Bk)
+    X = lin.solve(lin.incidence_columns(keep))
     g = -(lin.edge_quad(X) @ wts[keep])
     return float(f), g
 
@@ -85,10 +82,7 @@ def smooth_min_total_resistance(top: Topology, w: np.ndarray, c: np.ndarray, p: 
     # ∂ Tr Λ⁺/∂w_f = −‖Λ⁺ b_f‖², in blocks of edges
     for s in range(0, m, 256):
         idx = np.arange(s, min(s + 256, m))
-        Bk = np.zeros((top.n, idx.size))
-        Bk[top.edges[idx, 0], np.arange(idx.size)] = 1.0
-        Bk[top.edges[idx, 1], np.arange(idx.size)] = -1.0
-        X = lin.solve(Bk)
+        X = lin.solve(lin.incidence_columns(idx))
         g[idx] = -np.einsum("ij,ij->j", X, X)
     tr = lin.trace_pinv()
     return math.log(tr), g / tr

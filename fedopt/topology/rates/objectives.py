@@ -40,7 +40,7 @@ def _stochastic(top: Topology, w: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``w ≥ 0`` scaled so that no node's weights sum above 1 (solver tolerance never
     leaves ``I − Λ`` non-stochastic)."""
     w = np.maximum(np.asarray(w, dtype=np.float64), 0.0)
-    worst = float(np.bincount(top.edges.ravel(), weights=np.repeat(w, 2), minlength=top.n).max())
+    worst = float(top.weighted_degrees(w).max())
     return w / worst if worst > 1.0 else w
 
 

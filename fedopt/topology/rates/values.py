@@ -56,17 +56,20 @@ def total_resistance(top: Topology, rates: np.ndarray) -> float:
     return float(n * lin.trace_pinv())
 
 
+def extreme_eigenvalues(top: Topology, rates: np.ndarray | None = None) -> tuple[float, float]:
+    """``(λ2, λ_max)`` of ``Λ(rates)`` (sparse Lanczos from ``spectral.SPARSE_THRESHOLD`` nodes)."""
+    if top.n < spectral.SPARSE_THRESHOLD:
+        ev = np.linalg.eigvalsh(spectral.laplacian(top, rates, sparse=False))
+        return float(ev[1]), float(ev[-1])
+    L = spectral.laplacian(top, rates, sparse=True)
+    hi = spla.eigsh(L, k=1, which="LA", return_eigenvectors=False, tol=1e-12, v0=spectral.lanczos_start(top.n))
+    return spectral.lambda2(top, rates), float(hi[0])
+
+
 def slem(top: Topology, rates: np.ndarray) -> float:
     """Second-largest eigenvalue modulus ``‖I − Λ − 11ᵀ/n‖₂ = max(1 − λ2, λn − 1)`` of
-    ``W = I − Λ`` (sparse Lanczos from ``spectral.SPARSE_THRESHOLD`` nodes)."""
-    if top.n < spectral.SPARSE_THRESHOLD:
-        ev = np.linalg.eigvalsh(top.laplacian(rates))
-        lo, hi = ev[1], ev[-1]
-    else:
-        lo = spectral.lambda2(top, rates)
-        L = spectral.laplacian(top, rates, sparse=True)
-        hi = float(spla.eigsh(L, k=1, which="LA", return_eigenvectors=False, tol=1e-12,
-                              v0=spectral.lanczos_start(top.n))[0])
+    ``W = I − Λ``."""
+    lo, hi = extreme_eigenvalues(top, rates)
     return float(max(abs(1.0 - lo), abs(1.0 - hi)))
 
 
@@ -91,12 +94,6 @@ def uniform_dadao(top: Topology, c: np.ndarray) -> np.ndarray:
 
 def best_constant_weight(top: Topology, c: np.ndarray | None = None) -> np.ndarray:
     """The best constant gossip weight ``min(2/(λ2+λn), 1/d_max)`` of ``L_G``."""
-    if top.n < spectral.SPARSE_THRESHOLD:
-        ev = np.linalg.eigvalsh(top.laplacian())
-        lo, hi = ev[1], ev[-1]
-    else:
-        lo = spectral.lambda2(top)
-        hi = float(spla.eigsh(spectral.laplacian(top, sparse=True), k=1, which="LA", return_eigenvectors=False,
-                              v0=spectral.lanczos_start(top.n))[0])
+    lo, hi = extreme_eigenvalues(top)
     alpha = min(2.0 / (lo + hi), 1.0 / float(top.degrees().max()))
     return np.full(top.m, alpha)
