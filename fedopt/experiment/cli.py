@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Run every run of an experiment config; write results.parquet, plots, config.yaml "
         "and manifest.json into the output directory.",
     )
-    run.add_argument("config", help="experiment config (YAML)")
+    run.add_argument("config", help="experiment config (YAML), or the name of a shipped example (quickstart, ...)")
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>)")
     run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray, mpi)")
     run.add_argument("--resume", action="store_true", help="skip runs already finished in DIR")
@@ -48,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     from fedopt.experiment.config import load_config
     from fedopt.experiment.runner import final_rows, run_experiment
+    from fedopt.resources import experiment_config_path
 
-    cfg = load_config(args.config)
+    cfg = load_config(experiment_config_path(args.config))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     df = run_experiment(cfg, out, engine=args.engine, resume=args.resume, progress=not args.no_progress,
                         address=args.address, parallel=args.parallel)

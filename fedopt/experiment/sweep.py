@@ -135,15 +135,13 @@ def resolve_topology_ref(ref: Any) -> Any:
     return resolve_topology(ref)
 
 
-#: The repository's folder of named topology specs.
-TOPOLOGIES_DIR = Path(__file__).resolve().parents[2] / "topologies"
-
-
 def _is_file_ref(name: str) -> bool:
-    """A spec file (path, or a name in ``topologies/``) rather than a generator name."""
+    """A spec file (path, or the name of a shipped spec in ``topologies/``) rather than a generator name."""
+    from fedopt.resources import topology_spec_path
+
     if name.endswith((".yaml", ".yml")) or "/" in name:
         return True
-    return any((TOPOLOGIES_DIR / f"{name}{ext}").is_file() for ext in (".yaml", ".yml"))
+    return topology_spec_path(name) is not None
 
 
 def topology_ref(entry: str | dict[str, Any], n: int) -> Any:

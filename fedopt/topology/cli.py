@@ -132,7 +132,7 @@ def _list(args: argparse.Namespace) -> int:
     print("generators:")
     for name, params in gens.items():
         print(f"  {name}({', '.join(params)})")
-    print("specs in topologies/:")
+    print("shipped specs (topologies/):")
     for s in specs:
         print(f"  {s}")
     if not specs:

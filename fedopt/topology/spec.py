@@ -19,7 +19,8 @@ accepted back as a topology.
 
 :func:`resolve_topology` turns what a config names into a topology: a
 :class:`~fedopt.topology.graph.Topology` (passed through), a spec path, the name of a
-spec in the repository's ``topologies/`` folder, or a generator name with parameters
+spec shipped with fedopt (the repository's ``topologies/`` folder, found through
+:mod:`fedopt.resources`), or a generator name with parameters
 (``{"name": "cycle", "n": 16}``; see :mod:`fedopt.topology.generators`).
 """
 
@@ -33,10 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fedopt.resources import list_topology_specs, topology_spec_path
 from fedopt.topology.graph import Topology
-
-#: The repository's folder of named topology specs.
-TOPOLOGIES_DIR = Path(__file__).resolve().parents[2] / "topologies"
 
 _EDGE_KEYS = {"u", "v", "rate", "latency", "bandwidth", "kind"}
 _TOP_KEYS = {"name", "description", "n", "defaults", "edges", "source"}
@@ -47,24 +46,16 @@ class SpecError(ValueError):
 
 
 def spec_path(name: str | os.PathLike[str]) -> Path | None:
-    """The file a name refers to: an existing path, or ``topologies/NAME.yaml``."""
+    """The file a name refers to: an existing path, or the shipped spec ``NAME`` (``topologies/NAME.yaml``)."""
     p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
     if p.is_file():
         return p
-    for ext in (".yaml", ".yml"):
-        q = TOPOLOGIES_DIR / f"{name}{ext}"
-        if q.is_file():
-            return q
-    return None
+    return topology_spec_path(str(name))
 
 
 def available_specs() -> list[str]:
-    """Names of the specs shipped in ``topologies/``."""
-    if not TOPOLOGIES_DIR.is_dir():
-        return []
-    return sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.y*ml"))
+    """Names of the specs shipped with fedopt (the repository's ``topologies/``)."""
+    return list_topology_specs()
 
 
 def topology_from_dict(doc: dict[str, Any], where: str = "spec") -> Topology:
@@ -146,7 +137,7 @@ def load_spec(path: str | os.PathLike[str]) -> Topology:
     try:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError:
-        raise SpecError(f"topology spec {str(path)!r} not found; shipped specs: {available_specs()}") from None
+        raise SpecError(f"topology spec {str(path)!r} not found; shipped specs (topologies/): {available_specs()}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
     if isinstance(doc, dict) and "name" not in doc:
@@ -235,6 +226,6 @@ def resolve_topology(ref: Any) -> Any:
 
     if name not in available_topologies():
         raise SpecError(
-            f"unknown topology {name!r}; generators: {available_topologies()}; specs in topologies/: {available_specs()}"
+            f"unknown topology {name!r}; generators: {available_topologies()}; shipped specs (topologies/): {available_specs()}"
         )
     return make_topology(name, **params)
