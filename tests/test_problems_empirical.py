@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
+from anchor_bench import load_bench_module
 
 from fedopt.problems import problem_factory
 from fedopt.problems.empirical import (
@@ -257,25 +254,8 @@ def test_fedavg_anchor_problem() -> None:
     assert np.allclose(p.grad(np.tile(w, (5, 1)), np.arange(5)), g)
 
 
-def _find_bench_file() -> Path | None:
-    root = Path(__file__).resolve().parents[1]
-    candidates = []
-    if os.environ.get("FEDOPT_BENCH_DIR"):
-        candidates.append(Path(os.environ["FEDOPT_BENCH_DIR"]) / "fedavg_common.py")
-    for top in ("benchmarks", "bench"):
-        if (root / top).is_dir():
-            candidates.extend(sorted((root / top).rglob("fedavg_common.py")))
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def test_fedavg_anchor_matches_benchmark_workload() -> None:
-    path = _find_bench_file()
-    if path is None:
-        pytest.skip("FedAvg anchor benchmark workload file (fedavg_common.py) not present")
-    spec = importlib.util.spec_from_file_location("_fedavg_common", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_module("fedavg_common")
     Xb, Yb = bench.all_client_data()
     X, Y = fedavg_anchor_data()
     assert X.shape == (bench.NUM_CLIENTS, bench.N_PER_CLIENT, bench.D)
