@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 import numpy as np
 import pytest
 
 from fedopt.algorithms import make_algorithm
-from fedopt.algorithms.decentralized.msda import dual_grad, quadratic_form
 from fedopt.engines.base import RunSpec, Simulation, StopCriteria
-from fedopt.problems.base import Problem, problem_factory
+from fedopt.problems.base import Problem, problem_factory, quadratic_form
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology.graph import Topology
+from fedopt.topology.time_varying import TimeVaryingTopology
 
 
 def _least_squares(n: int, d: int, seed: int) -> Problem:
@@ -48,7 +50,7 @@ def test_conjugate_gradient_inverts_the_gradient() -> None:
     A, b, _ = quadratic_form(prob)
     X = np.random.default_rng(0).normal(size=(6, 4))
     nodes = np.arange(6)
-    np.testing.assert_allclose(dual_grad(prob, prob.grad(X, nodes), nodes), X, atol=1e-10)
+    np.testing.assert_allclose(prob.conjugate_grad(prob.grad(X, nodes), nodes), X, atol=1e-10)
     with pytest.raises(ValueError, match="closed form"):
         quadratic_form(_logistic(4, 3, seed=0))
 
@@ -148,3 +150,86 @@ def test_gradient_tracking_default_step_is_stable_on_a_grid() -> None:
                    StopCriteria(rounds=400), record_every=400)
     rows = Simulation(spec).run().rows
     assert rows[-1]["dist_opt"] < 0.05 * rows[0]["dist_opt"]
+
+
+# ---- counting by the papers' definitions ----------------------------------------------------
+def _laplacian_eigenvalues(graph: nx.Graph) -> np.ndarray:
+    return np.linalg.eigvalsh(nx.laplacian_matrix(graph, nodelist=range(graph.number_of_nodes())).toarray().astype(float))
+
+
+@pytest.mark.parametrize("graph", [nx.cycle_graph(12), nx.path_graph(9), nx.star_graph(9)], ids=["cycle", "path", "star"])
+def test_msda_counts_follow_the_paper(graph: nx.Graph) -> None:
+    """Scaman et al. 2017, Alg. 2: each round every node computes one dual gradient
+    ∇f_i*(x_i) (n gradient evaluations, one local step each) and the accelerated gossip
+    runs K = ⌊1/√γ⌋ steps over every edge, γ = λ₂/λ_max of the Laplacian."""
+    top = Topology.from_networkx("g", graph)
+    ev = _laplacian_eigenvalues(graph)
+    K = math.floor(1.0 / math.sqrt(ev[1] / ev[-1]))
+    rounds = 6
+    res = Simulation(RunSpec("msda", _least_squares(top.n, 3, seed=1), top, make_algorithm("msda"), 0,
+                             StopCriteria(rounds=rounds), record_every=1)).run()
+    assert res.status == "ok", res.message
+    for r, row in enumerate(res.rows):
+        assert row["grad_evals"] == r * top.n
+        assert row["messages"] == r * K * top.m
+    per = res.meter.per_node()
+    assert np.array_equal(per["grad_evals"], np.full(top.n, rounds))
+    assert np.array_equal(per["local_steps"], np.full(top.n, rounds))
+
+
+# ---- ADOM+ multi-consensus on a time-varying sequence ----------------------------------------
+#: χ = λ_max/λ₂ is 1, 10.5, 10 and 39.9: multi-consensus steps ⌈χ ln 2⌉ = 1, 8, 7, 28.
+TV_GRAPHS = [nx.complete_graph(10), nx.cycle_graph(10), nx.star_graph(9), nx.path_graph(10)]
+
+
+def _tv_sequence() -> TimeVaryingTopology:
+    return TimeVaryingTopology([Topology.from_networkx(f"g{k}", g) for k, g in enumerate(TV_GRAPHS)], period=1.0)
+
+
+def _mc_steps(graph: nx.Graph) -> int:
+    ev = _laplacian_eigenvalues(graph)
+    return max(1, math.ceil(ev[-1] / ev[1] * math.log(2)))
+
+
+def _communications_per_round(rule: str | None, rounds: int) -> list[float]:
+    params: dict[str, object] = {"multi_consensus": True}
+    if rule is not None:
+        params["multi_consensus_rounds"] = rule
+    prob = random_quadratic(10, 2, mu=1.0, L=4.0, seed=0)
+    res = Simulation(RunSpec("tv", prob, _tv_sequence(), make_algorithm("adom_plus", **params), 0,
+                             StopCriteria(rounds=rounds), record_every=1)).run()
+    assert res.status == "ok", res.message
+    return np.diff([row["messages"] for row in res.rows]).tolist()
+
+
+@pytest.mark.parametrize("rule", [None, "worst_case"], ids=["default", "worst_case"])
+def test_adom_plus_multi_consensus_uses_the_worst_case_steps_on_every_graph(rule: str | None) -> None:
+    """The published rule (the default): K = ⌈χ ln 2⌉ with χ the worst over the sequence
+    (from the graphs' Laplacians here), the same K in every round whatever graph is in force."""
+    K = max(_mc_steps(g) for g in TV_GRAPHS)
+    assert K == 28
+    per_round = _communications_per_round(rule, 8)
+    edges = [TV_GRAPHS[r % 4].number_of_edges() for r in range(8)]
+    assert per_round == [K * m for m in edges]
+
+
+def test_adom_plus_multi_consensus_per_graph_follows_the_graph_in_force() -> None:
+    per_round = _communications_per_round("per_graph", 8)
+    expected = [_mc_steps(TV_GRAPHS[r % 4]) * TV_GRAPHS[r % 4].number_of_edges() for r in range(8)]
+    assert expected[:4] == [45 * 1, 10 * 8, 9 * 7, 9 * 28]
+    assert per_round == expected
+
+
+@pytest.mark.parametrize("rule", ["worst_case", "per_graph"])
+def test_adom_plus_multi_consensus_converges_on_a_sequence(rule: str) -> None:
+    prob = random_quadratic(10, 2, mu=1.0, L=4.0, seed=0)
+    res = Simulation(RunSpec("tv", prob, _tv_sequence(),
+                             make_algorithm("adom_plus", multi_consensus=True, multi_consensus_rounds=rule), 0,
+                             StopCriteria(rounds=600), record_every=300)).run()
+    assert res.status == "ok", res.message
+    assert _rel(res.rows) < 1e-8
+
+
+def test_adom_plus_rejects_an_unknown_multi_consensus_rule() -> None:
+    with pytest.raises(ValueError, match="multi_consensus_rounds.*'worst_case' or 'per_graph'"):
+        make_algorithm("adom_plus", multi_consensus=True, multi_consensus_rounds="graph")

@@ -137,6 +137,49 @@ def test_fused_local_steps_equal_oracle_steps(clients_per_round: int | None) -> 
     assert fused.meter.totals() == plain.meter.totals()
 
 
+@pytest.mark.parametrize("path", ["fused", "plain", "minibatch"])
+def test_gradient_count_is_rounds_times_clients_times_steps(path: str) -> None:
+    """R rounds, S sampled clients, K local steps: R·S·K gradient evaluations (in passes
+    over local data: b/m each with minibatches of b of m samples), R·S·K local steps,
+    every client's count a multiple of K, whichever way the local steps run."""
+    R, S, K, m, b = 7, 4, 3, 50, 10
+    anchor = fedavg_anchor(n=10, samples_per_node=m, d=6)
+    prob = _NoFusedSteps(anchor) if path == "plain" else anchor
+    params = {"local_steps": K, "clients_per_round": S, **({"batch_size": b} if path == "minibatch" else {})}
+    res = make_engine("local").run(_anchor_spec(prob, R, **params))
+    assert res.status == "ok", res.message
+    per = res.meter.per_node()
+    per_step = b / m if path == "minibatch" else 1.0
+    assert res.rows[-1]["grad_evals"] == pytest.approx(R * S * K * per_step, rel=1e-12)
+    assert per["local_steps"].sum() == R * S * K
+    assert np.array_equal(per["local_steps"] % K, np.zeros(10)) and (per["local_steps"] > 0).sum() > S
+    np.testing.assert_allclose(per["grad_evals"], per["local_steps"] * per_step, rtol=1e-12)
+    assert res.meter.totals()["messages"] == R * S * 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_oracle_runs_and_counts_local_gd_steps(fused: bool) -> None:
+    """The counting oracle's ``gd_steps``: the steps of plain gradient calls, bit for bit,
+    and ``steps`` gradient evaluations and local steps per row (repeated rows count twice)."""
+    from fedopt.core.meter import Meter
+    from fedopt.problems.base import CountingOracle
+
+    anchor = fedavg_anchor(n=6, samples_per_node=20, d=4)
+    prob = anchor if fused else _NoFusedSteps(anchor)
+    meter = Meter(n=6)
+    oracle = CountingOracle(prob, meter)
+    nodes = np.array([5, 1, 1, 3])
+    X0 = np.random.default_rng(0).normal(size=(4, 4))
+    X = X0.copy()
+    for _ in range(3):
+        X -= 0.4 * anchor.grad(X, nodes)
+    Y = X0.copy()
+    assert oracle.gd_steps(Y, nodes, 0.4, 3) is Y
+    assert np.array_equal(X, Y)
+    np.testing.assert_array_equal(meter.per_node()["grad_evals"], [0, 6, 0, 3, 0, 3])
+    np.testing.assert_array_equal(meter.per_node()["local_steps"], [0, 6, 0, 3, 0, 3])
+
+
 def test_gd_steps_is_repeated_grad_and_checks_shape() -> None:
     prob = fedavg_anchor(n=9, samples_per_node=30, d=5)
     prob.GD_BLOCK_BYTES = 1  # one client per block

@@ -22,7 +22,7 @@ def test_message_seconds_formula() -> None:
 
 def test_channel_uses_the_model() -> None:
     lat, bw = np.array([1e-6, 5e-6, 2e-5]), np.array([1e11, 2.5e10, 3e9])
-    ch = Channel(Meter(n=3, m=3), lat, bw)
+    ch = Channel(Meter(n=3), lat, bw)
     edges = np.array([0, 2, 1])
     np.testing.assert_array_equal(ch.message_seconds(edges, 10), message_seconds(lat[edges], bw[edges], 80))
     ch.exchange(np.array([0, 1]), np.array([1, 2]), np.array([0, 2]), 10)

@@ -13,11 +13,14 @@ ray = pytest.importorskip("ray")
 
 from fedopt.algorithms import available_algorithms, make_algorithm  # noqa: E402
 from fedopt.algorithms.base import EventAlgorithm  # noqa: E402
+from fedopt.core.meter import Channel, Meter  # noqa: E402
 from fedopt.engines.base import RunSpec, StopCriteria, make_engine  # noqa: E402
+from fedopt.engines.ray.engine import merge_meters  # noqa: E402
 from fedopt.engines.ray.events import plan_block  # noqa: E402
 from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of  # noqa: E402
 from fedopt.problems.quadratic import random_quadratic  # noqa: E402
 from fedopt.topology.graph import Topology  # noqa: E402
+from fedopt.topology.time_varying import TimeVaryingTopology  # noqa: E402
 
 N, D = 14, 4
 TOP = Topology.from_networkx("rgg", nx.random_geometric_graph(N, 0.5, seed=3))
@@ -93,6 +96,68 @@ def test_same_rows_as_local(engines, name: str, actors: int) -> None:
         np.testing.assert_allclose(got.final_state[k], v, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got.meter.per_node()["grad_evals"], ref.meter.per_node()["grad_evals"])
     np.testing.assert_allclose(got.meter.per_node()["messages_sent"], ref.meter.per_node()["messages_sent"])
+    assert got.meter.per_edge() == ref.meter.per_edge()
+
+
+#: The rgg graph, then the complete graph: the later graph has more edges (and more cut edges).
+SEQUENCE = TimeVaryingTopology([TOP, Topology.from_networkx("complete", nx.complete_graph(N))], period=1.0)
+
+
+def _tv_spec(name: str, seed: int = 3, **params) -> RunSpec:
+    spec = _spec(name, seed, **params)
+    return RunSpec(f"tv-{spec.run_id}", PROB, SEQUENCE, spec.algorithm, seed, spec.stop, spec.record_every)
+
+
+@pytest.mark.parametrize("name", ["gossip_sgd", "dadao", "dgd"])
+def test_time_varying_per_edge_counts_equal_local(engines, name: str) -> None:
+    """Per-edge counts keyed by node pair over a sequence whose later graph has more edges:
+    the shards' meters merge pair by pair into the local engine's counts."""
+    assert SEQUENCE.topologies[1].m > TOP.m
+    ref = make_engine("local").run(_tv_spec(name))
+    assert ref.status == "ok", ref.message
+    got = engines[3].run(_tv_spec(name))
+    assert got.status == "ok", got.message
+    assert_same_rows(ref.rows, got.rows)
+    per_edge = got.meter.per_edge()
+    assert per_edge == ref.meter.per_edge()
+    assert set(per_edge) - {tuple(e) for e in TOP.edges.tolist()}  # pairs of the later graph were counted
+    np.testing.assert_allclose(got.meter.per_node()["messages_sent"], ref.meter.per_node()["messages_sent"])
+
+
+def test_recovery_on_a_time_varying_sequence_restores_per_edge_counts(engines) -> None:
+    """Shard meters (with their per-pair counts) go through state_dict / load_state_dict on
+    recovery: a run that loses an actor ends with the undisturbed run's counts."""
+    eng = engines[3]
+    ref = eng.run(_tv_spec("gossip_sgd", seed=5))
+    killed = []
+
+    def hook(stage: str, k: int) -> None:
+        if k == 3 and not killed:
+            victim = eng.actors[1]
+            killed.append(victim)
+            ray.kill(victim)
+
+    eng.fault_hook = hook
+    try:
+        got = eng.run(_tv_spec("gossip_sgd", seed=5))
+    finally:
+        eng.fault_hook = None
+    assert killed and got.status == "ok", got.message
+    assert "recovered from 1 lost actor" in got.message
+    assert_same_rows(ref.rows, got.rows)
+    assert got.meter.per_edge() == ref.meter.per_edge()
+
+
+def test_merge_meters_adds_counts_pair_by_pair() -> None:
+    driver, a, b = Meter(n=4), Meter(n=4), Meter(n=4)
+    Channel(a).exchange(np.array([0, 2]), np.array([1, 3]), None, 3)
+    Channel(b).exchange(np.array([1, 3]), np.array([0, 1]), None, 3)
+    Channel(driver).send(np.array([2]), 5)
+    merged = merge_meters(driver, [a.state_dict(), b.state_dict()])
+    assert merged.per_edge() == {(0, 1): 4.0, (2, 3): 2.0, (1, 3): 2.0}
+    np.testing.assert_array_equal(merged.per_node()["messages_sent"], [2, 3, 2, 2])
+    np.testing.assert_array_equal(merged.per_node()["floats_sent"], [6, 9, 8, 6])
+    assert merged.totals()["messages"] == 5
 
 
 def test_cross_shard_gossip_on_a_cycle(engines) -> None:

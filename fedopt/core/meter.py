@@ -3,7 +3,13 @@
 All messages go through one :class:`Channel`, and all oracle calls through a
 counting oracle (``fedopt.problems.base.CountingOracle``), which record into a
 :class:`Meter`. Recording is lazy (index arrays are appended and reduced with
-``bincount`` when read), so counting costs O(1) Python work per vectorized call.
+``bincount`` when read), so counting costs O(1) Python work per vectorized call;
+the engines reduce every counter at each record point (:meth:`Meter.flush`), so a
+bad count fails the run there instead of surfacing after it.
+
+Per-edge counts are keyed by the node pair ``(i, j)``, ``i < j``, not by an edge's
+index in one graph: on a time-varying topology every graph numbers its edges
+differently, and an edge present in several graphs accumulates in one place.
 """
 
 from __future__ import annotations
@@ -14,6 +20,20 @@ import numpy as np
 
 #: Counter names reported per run and per node.
 NODE_COUNTERS = ("grad_evals", "queries", "local_steps", "messages_sent", "floats_sent")
+
+
+def _batch_weights(idx: list[np.ndarray], weights: list[np.ndarray | float]) -> np.ndarray:
+    """The weights of the concatenated index batches ``idx`` (each batch's weight a number
+    or one value per index), without a numpy call per batch for numbers."""
+    lens = np.fromiter((i.size for i in idx), dtype=np.int64, count=len(idx))
+    arrays = [k for k, w in enumerate(weights) if isinstance(w, np.ndarray)]
+    if not arrays:
+        return np.repeat(np.asarray(weights, dtype=np.float64), lens)
+    out = np.repeat(np.asarray([0.0 if isinstance(w, np.ndarray) else w for w in weights], dtype=np.float64), lens)
+    ends = np.cumsum(lens)
+    for k in arrays:
+        out[ends[k] - lens[k]:ends[k]] = weights[k]
+    return out
 
 
 class _LazyCounter:
@@ -39,13 +59,13 @@ class _LazyCounter:
     def flush(self) -> None:
         if self._idx:
             idx = np.concatenate(self._idx)
-            ws = [
-                np.broadcast_to(np.asarray(w, dtype=np.float64), i.shape)
-                for i, w in zip(self._idx, self._w)
-            ]
-            self._totals += np.bincount(idx, weights=np.concatenate(ws), minlength=self.size)
+            w = _batch_weights(self._idx, self._w)
             self._idx.clear()
             self._w.clear()
+            if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+                bad = int(idx[(idx < 0) | (idx >= self.size)][0])
+                raise ValueError(f"per-node count: node {bad} is outside 0..{self.size - 1}")
+            self._totals += np.bincount(idx, weights=w, minlength=self.size)
         if self._scalar_total:
             self._totals += self._scalar_total
             self._scalar_total = 0.0
@@ -59,24 +79,93 @@ class _LazyCounter:
         return float(self.values.sum())
 
 
+class _PairCounter:
+    """Counter keyed by node pair ``(i, j)``, ``i < j``, of ``n`` nodes, accumulated from
+    ``(node_a, node_b, weights)`` batches (either order of the endpoints)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._keys = np.zeros(0, dtype=np.int64)  # i·n + j, sorted, unique
+        self._totals = np.zeros(0, dtype=np.float64)
+        self._a: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
+        self._w: list[np.ndarray | float] = []
+
+    def add(self, node_a: np.ndarray, node_b: np.ndarray, weight: np.ndarray | float = 1.0) -> None:
+        self._a.append(np.atleast_1d(node_a))
+        self._b.append(np.atleast_1d(node_b))
+        self._w.append(weight)
+
+    def flush(self) -> None:
+        if not self._a:
+            return
+        a, b = np.concatenate(self._a).astype(np.int64), np.concatenate(self._b).astype(np.int64)
+        if a.shape != b.shape:
+            raise ValueError(f"per-edge count: {a.size} first endpoints but {b.size} second endpoints")
+        w = _batch_weights(self._a, self._w)
+        self._a.clear()
+        self._b.clear()
+        self._w.clear()
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        bad = (lo < 0) | (hi >= self.n) | (lo == hi)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"per-edge count: ({int(a[k])}, {int(b[k])}) is not a pair of distinct nodes "
+                             f"in 0..{self.n - 1}")
+        self._merge(lo * self.n + hi, w)
+
+    def _merge(self, keys: np.ndarray, weights: np.ndarray) -> None:
+        uniq, inv = np.unique(np.concatenate((self._keys, keys)), return_inverse=True)
+        self._totals = np.bincount(inv.ravel(), weights=np.concatenate((self._totals, weights)), minlength=len(uniq))
+        self._keys = uniq
+
+    def pairs(self) -> np.ndarray:
+        """The pairs counted so far, ``[k, 2]`` with ``i < j``, sorted."""
+        self.flush()
+        return np.stack((self._keys // self.n, self._keys % self.n), axis=1)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The count of each pair of :meth:`pairs`."""
+        self.flush()
+        return self._totals
+
+    def total(self) -> float:
+        return float(self.values.sum())
+
+    def load(self, pairs: np.ndarray, counts: np.ndarray) -> None:
+        """Replace the counts by ``counts`` of ``pairs`` (``[k, 2]``; repeated pairs add up)."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+        if len(pairs) != len(counts):
+            raise ValueError(f"per-edge counts: {len(pairs)} pairs but {len(counts)} counts")
+        self._a.clear()
+        self._b.clear()
+        self._w.clear()
+        self._keys, self._totals = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        self.add(pairs[:, 0], pairs[:, 1], counts)
+        self.flush()
+
+
 @dataclass
 class Meter:
     """Counts of one run, per node (and per edge for messages).
 
+    ``edge_messages`` counts the messages of each node pair ``(i, j)``, ``i < j``,
+    over every graph a run has gossiped on (:meth:`per_edge`).
     ``bytes_per_float`` converts float counts into bytes (8 for float64).
     ``sim_time`` is the simulated time reached; ``link_time`` the sum of the
     link-cost model's transfer times of all messages.
     """
 
     n: int
-    m: int = 0
     bytes_per_float: int = 8
     grad_evals: _LazyCounter = field(init=False)
     queries: _LazyCounter = field(init=False)
     local_steps: _LazyCounter = field(init=False)
     messages_sent: _LazyCounter = field(init=False)
     floats_sent: _LazyCounter = field(init=False)
-    edge_messages: _LazyCounter = field(init=False)
+    edge_messages: _PairCounter = field(init=False)
     communications: float = 0.0
     server_floats: float = 0.0
     rounds: int = 0
@@ -87,7 +176,13 @@ class Meter:
     def __post_init__(self) -> None:
         for name in NODE_COUNTERS:
             setattr(self, name, _LazyCounter(self.n))
-        self.edge_messages = _LazyCounter(max(self.m, 1))
+        self.edge_messages = _PairCounter(self.n)
+
+    def flush(self) -> None:
+        """Reduce every pending count now (a bad count raises here, at a record point)."""
+        for name in NODE_COUNTERS:
+            getattr(self, name).flush()
+        self.edge_messages.flush()
 
     # ---- totals -------------------------------------------------------------
     def totals(self) -> dict[str, float]:
@@ -105,17 +200,31 @@ class Meter:
     def per_node(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).values.copy() for name in NODE_COUNTERS}
 
+    def per_edge(self) -> dict[tuple[int, int], float]:
+        """Messages sent over each node pair ``(i, j)``, ``i < j`` (both directions, all graphs)."""
+        pairs, counts = self.edge_messages.pairs(), self.edge_messages.values
+        return dict(zip(map(tuple, pairs.tolist()), counts.tolist()))
+
     def state_dict(self) -> dict[str, object]:
+        """Every count as plain arrays and numbers (``edge_pairs [k, 2]`` with their
+        ``edge_messages [k]``); :meth:`load_state_dict` restores it."""
         d: dict[str, object] = {k: v.copy() for k, v in self.per_node().items()}
+        d["edge_pairs"] = self.edge_messages.pairs()
         d["edge_messages"] = self.edge_messages.values.copy()
         d.update(communications=self.communications, server_floats=self.server_floats, rounds=self.rounds, sim_time=self.sim_time, link_time=self.link_time, epsilon=self.epsilon)
         return d
 
     def load_state_dict(self, d: dict[str, object]) -> None:
-        for name in (*NODE_COUNTERS, "edge_messages"):
+        """Restore the counts of :meth:`state_dict` (a pair listed twice in ``edge_pairs``
+        gets the sum of its counts, which is how meters of several shards merge)."""
+        for name in NODE_COUNTERS:
             c: _LazyCounter = getattr(self, name)
             c.flush()
-            c._totals = np.array(d[name], dtype=np.float64)
+            totals = np.array(d[name], dtype=np.float64)
+            if totals.shape != (self.n,):
+                raise ValueError(f"meter state: {name} has shape {totals.shape}, expected ({self.n},)")
+            c._totals = totals
+        self.edge_messages.load(d["edge_pairs"], d["edge_messages"])  # type: ignore[arg-type]
         self.communications = float(d["communications"])  # type: ignore[arg-type]
         self.server_floats = float(d["server_floats"])  # type: ignore[arg-type]
         self.rounds = int(d["rounds"])  # type: ignore[arg-type]
@@ -156,17 +265,17 @@ class Channel:
 
     def exchange(self, node_a: np.ndarray, node_b: np.ndarray, edges: np.ndarray | None, floats: int) -> None:
         """Each ``node_a[k] <-> node_b[k]`` sends ``floats`` numbers both ways: one
-        communication (two messages) per pair."""
+        communication (two messages) per pair, counted on the pair's edge. ``edges``
+        (the pairs' edge indices in the graph in force) price the link-cost model."""
         m = self.meter
         m.communications += float(np.shape(node_a)[0])
         m.messages_sent.add(node_a)
         m.messages_sent.add(node_b)
         m.floats_sent.add(node_a, float(floats))
         m.floats_sent.add(node_b, float(floats))
-        if edges is not None:
-            m.edge_messages.add(edges, 2.0)
-            if self.edge_latency is not None:
-                m.link_time += float(2.0 * self.message_seconds(edges, floats).sum())
+        m.edge_messages.add(node_a, node_b, 2.0)
+        if edges is not None and self.edge_latency is not None:
+            m.link_time += float(2.0 * self.message_seconds(edges, floats).sum())
 
     def send(self, src: np.ndarray, floats: int, count: float = 1.0) -> None:
         """Nodes ``src`` each send ``count`` messages of ``floats`` numbers (e.g. uploads)."""

@@ -39,6 +39,10 @@ def metrics(problem: Problem, X: FloatArray) -> dict[str, float]:
 
 
 def checkpoint_row(problem: Problem, X: FloatArray, meter: Meter, t: float, rnd: int, wall_s: float) -> dict[str, Any]:
+    """The row of one record point. Every counter of ``meter`` is reduced here (also the
+    per-edge counts, which no column reads), so a count that cannot be recorded fails the
+    run at this record point rather than after the run has ended."""
+    meter.flush()
     row: dict[str, Any] = {"time": float(t), "round": int(rnd)}
     tot = meter.totals()
     row.update(

@@ -128,7 +128,7 @@ class Simulation:
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         top0 = _topology_at(spec.topology, 0.0)
-        self.meter = Meter(n=spec.problem.n, m=top0.m)
+        self.meter = Meter(n=spec.problem.n)
         self.rng = RngStreams(spec.seed)
         self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0))
         if hasattr(spec.topology, "at"):

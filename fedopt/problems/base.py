@@ -9,6 +9,7 @@ belongs to and returns one row per node. Oracles are pure; counting happens in
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cached_property
@@ -89,6 +90,16 @@ class Problem(ABC):
         idx = (rng.random((len(nodes), batch)) * m[:, None]).astype(np.int64)
         return self.sample_grads(X, nodes, idx).mean(axis=1)
 
+    def conjugate_grad(self, U: FloatArray, nodes: IntArray) -> FloatArray:
+        """``∇f*_{nodes[k]}(U[k])``, the gradient of the Fenchel conjugate of each row's
+        objective (the dual oracle of dual methods, e.g. MSDA), shape ``[k, d]``.
+
+        Closed form for quadratic local objectives, ``∇f_i*(u) = A_i⁻¹(u + b_i)`` with
+        ``∇f_i(x) = A_i x − b_i`` (:func:`quadratic_form`); any other problem is a clear error.
+        """
+        _, b, Ainv = quadratic_form(self)
+        return np.einsum("kij,kj->ki", Ainv[nodes], U + b[nodes])
+
     # ---- global quantities ------------------------------------------------------
     def global_value(self, x: FloatArray) -> float:
         """``f(x) = (1/n) Σ_i f_i(x)``."""
@@ -116,13 +127,59 @@ class Problem(ABC):
         return {"problem": type(self).__name__, "n": self.n, "d": self.d, "L": self.L, "mu": self.mu}
 
 
+#: Relative tolerance of the check that the local objectives are quadratic.
+AFFINE_RTOL = 1e-8
+
+_FORMS: "weakref.WeakKeyDictionary[Problem, tuple[FloatArray, FloatArray, FloatArray]]" = weakref.WeakKeyDictionary()
+
+
+def quadratic_form(problem: Problem) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(A [n,d,d], b [n,d], A⁻¹)`` with ``∇f_i(x) = A_i x − b_i`` for quadratic local objectives.
+
+    Read from the problem's gradient oracle (uncounted set-up: a quadratic is
+    determined by ``d + 1`` gradients) and checked at a random point; a
+    non-quadratic problem (e.g. logistic regression) is a clear error.
+    """
+    cached = _FORMS.get(problem)
+    if cached is not None:
+        return cached
+    n, d = problem.n, problem.d
+    nodes = np.arange(n)
+    g0 = problem.grad(np.zeros((n, d)), nodes)
+    A = np.empty((n, d, d))
+    for j in range(d):
+        e = np.zeros((n, d))
+        e[:, j] = 1.0
+        A[:, :, j] = problem.grad(e, nodes) - g0
+    b = -g0
+    X = np.random.default_rng(12345).standard_normal((n, d)) * 3.0
+    pred = np.einsum("kij,kj->ki", A, X) - b
+    actual = problem.grad(X, nodes)
+    scale = max(1.0, float(np.abs(actual).max()))
+    if not np.allclose(pred, actual, rtol=0, atol=AFFINE_RTOL * scale) or not np.allclose(
+        A, A.transpose(0, 2, 1), atol=AFFINE_RTOL * max(1.0, float(np.abs(A).max()))
+    ):
+        raise ValueError(
+            f"{type(problem).__name__}: this method needs local objectives whose conjugate gradient ∇f_i* has a "
+            "closed form (quadratics / least squares); use problem 'least_squares' or 'quadratic'"
+        )
+    A = 0.5 * (A + A.transpose(0, 2, 1))
+    Ainv = np.linalg.inv(A)
+    _FORMS[problem] = (A, b, Ainv)
+    return A, b, Ainv
+
+
 class CountingOracle:
     """The oracles algorithms call: the problem's, with every call counted in a meter.
 
+    This and the :class:`~fedopt.core.meter.Channel` are the only places that count.
     ``grad`` counts one gradient evaluation per row (one full local gradient);
     ``sample_grads`` and ``stochastic_grad`` count ``b / m_i`` per row, so curves
     against ``grad_evals`` compare full-batch and stochastic methods in the same
-    unit (passes over local data). ``value`` counts one function query per row.
+    unit (passes over local data). ``conjugate_grad`` (a dual gradient) counts one
+    gradient evaluation per row; ``gd_steps`` runs and counts whole local
+    gradient steps. ``value`` counts one function query per row. ``local_step``
+    counts the model updates an algorithm makes (local steps).
     """
 
     def __init__(self, problem: Problem, meter: Meter) -> None:
@@ -146,6 +203,36 @@ class CountingOracle:
         """Gradients of every node at once (a synchronous round)."""
         self.meter.grad_evals.add_all(1.0)
         return self.problem.grad(X, _arange(self.problem.n))
+
+    def gd_steps(self, X: FloatArray, nodes: IntArray, lr: float, steps: int) -> FloatArray:
+        """``steps`` full-gradient steps ``x ← x − lr·∇f_{nodes[k]}(x)`` on every row of
+        ``X [k, d]``, in place (``X`` is returned): ``steps`` gradient evaluations and
+        ``steps`` local steps per row. Runs the problem's fused kernel ``gd_steps`` where
+        it has one (the same arithmetic, cache-blocked), else ``steps`` gradient calls."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        fused = getattr(self.problem, "gd_steps", None)
+        if fused is not None:
+            fused(X, nodes, lr, steps)
+        else:
+            for _ in range(steps):
+                X -= lr * self.problem.grad(X, nodes)
+        self.meter.grad_evals.add(nodes, float(steps))
+        self.meter.local_steps.add(nodes, float(steps))
+        return X
+
+    def conjugate_grad(self, U: FloatArray, nodes: IntArray) -> FloatArray:
+        """Dual gradients ``∇f_i*(u)`` (:meth:`Problem.conjugate_grad`): one gradient
+        evaluation per row, as dual methods count a local computation."""
+        self.meter.grad_evals.add(nodes)
+        return self.problem.conjugate_grad(U, nodes)
+
+    def local_step(self, nodes: IntArray, count: float = 1.0) -> None:
+        """Count ``count`` local steps (model updates) at each of ``nodes``."""
+        self.meter.local_steps.add(nodes, count)
+
+    def local_step_all(self, count: float = 1.0) -> None:
+        """Count ``count`` local steps at every node (a synchronous round)."""
+        self.meter.local_steps.add_all(count)
 
     def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         """Zeroth-order queries: one function query per row."""

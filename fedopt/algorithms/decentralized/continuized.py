@@ -23,7 +23,7 @@ are ``√(2χ₁χ₂)`` of ``L_norm`` (DADAO paper, §4 table), with 2 dual gra
 per communication.
 
 Only for local objectives with a closed-form conjugate gradient (least squares
-/ quadratics; see :func:`fedopt.algorithms.decentralized.msda.quadratic_form`).
+/ quadratics; see :meth:`fedopt.problems.base.Problem.conjugate_grad`).
 ``event_rate`` rescales time only (the ODE rate scales with it), so the
 sequence of states after each event has the same law for every value.
 """
@@ -37,8 +37,8 @@ from pydantic import Field
 
 from fedopt.algorithms.base import Context, EventAlgorithm, Params, register_algorithm
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum
-from fedopt.algorithms.decentralized.msda import counted_dual_grad, dual_grad, quadratic_form
 from fedopt.core.arrays import FloatArray, IntArray, State
+from fedopt.problems.base import quadratic_form
 from fedopt.topology.spectral import effective_resistances
 
 
@@ -97,7 +97,7 @@ class Continuized(EventAlgorithm):
         s = self._setup(ctx)
         y, z = self._mixed(state, float(s["eta"]), nodes, t)  # type: ignore[arg-type]
         state["y"][nodes], state["z"][nodes], state["T"][nodes] = y, z, t
-        return counted_dual_grad(ctx, y, nodes)
+        return ctx.oracle.conjugate_grad(y, nodes)
 
     def on_gossip(
         self, state: State, ctx: Context, nodes: IntArray, t: FloatArray, own: FloatArray, peer: FloatArray
@@ -122,4 +122,4 @@ class Continuized(EventAlgorithm):
         """Primal estimates ``∇f_i*(z_i)`` at time ``t`` (state unchanged)."""
         nodes = np.arange(ctx.n)
         _, z = self._mixed(state, float(self._setup(ctx)["eta"]), nodes, np.full(ctx.n, float(t)))  # type: ignore[arg-type]
-        return dual_grad(ctx.problem, z, nodes)
+        return ctx.problem.conjugate_grad(z, nodes)

@@ -412,7 +412,7 @@ class DADAO(EventAlgorithm):
         else:
             g = ctx.oracle.stochastic_grad(X, nodes, ctx.rng["sampling"], self.params.batch_size)
         _gradient_step(S, nodes, g, run.nu, run.gamma, run.gamma_t, run.delta)
-        ctx.meter.local_steps.add(nodes)
+        ctx.oracle.local_step(nodes)
 
     def gossip_message(self, state: State, ctx: Context, nodes: IntArray, t: FloatArray) -> FloatArray:
         return _mix_read(state["s"], state["T"], nodes, t, self._setup(ctx).vec, 2)  # type: ignore[no-any-return]

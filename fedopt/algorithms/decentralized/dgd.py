@@ -44,5 +44,5 @@ class DGD(RoundAlgorithm):
             g = ctx.oracle.stochastic_grad(x, np.arange(ctx.n), ctx.rng["sampling"], self.params.batch_size)
         top = ctx.topology
         ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), ctx.d)
-        ctx.meter.local_steps.add_all(1.0)
+        ctx.oracle.local_step_all()
         return {"x": W @ x - lr * g}

@@ -53,7 +53,7 @@ class GossipSGD(EventAlgorithm):
         else:
             g = ctx.oracle.stochastic_grad(xs, nodes, ctx.rng["sampling"], self.params.batch_size)
         x[nodes] = xs - self.params.lr * g
-        ctx.meter.local_steps.add(nodes)
+        ctx.oracle.local_step(nodes)
 
     def gossip_message(self, state: State, ctx: Context, nodes: IntArray, t: FloatArray) -> FloatArray:
         return state["x"][nodes]

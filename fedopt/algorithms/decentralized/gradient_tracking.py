@@ -56,5 +56,5 @@ class GradientTracking(RoundAlgorithm):
         ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)
         x_new = W @ x - self._lr(ctx) * y
         g_new = ctx.oracle.grad_all(x_new)
-        ctx.meter.local_steps.add_all(1.0)
+        ctx.oracle.local_step_all()
         return {"x": x_new, "y": W @ y + g_new - g, "g": g_new}

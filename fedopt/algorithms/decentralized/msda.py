@@ -19,75 +19,23 @@ As in the DADAO paper's comparison, ``W = L_G/|E|`` and the method is run on
 quadratic local objectives (least squares), whose conjugate gradient has a
 closed form: ``∇f_i(x) = A_i x − b_i`` gives ``∇f_i*(u) = A_i⁻¹(u + b_i)``.
 
-Counting: n (dual) gradients per round; each gossip step is one
-communication of ``d`` floats per edge (``|E|·K`` per round).
+Counting: each round every node computes one dual gradient ``∇f_i*(x_i)`` (their
+Alg. 2, line 3: n gradient evaluations per round, through the counting oracle's
+``conjugate_grad``); each gossip step is one communication of ``d`` floats per edge
+(``|E|·K`` per round).
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 from pydantic import Field
 
 from fedopt.algorithms.base import Context, Params, RoundAlgorithm, register_algorithm
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum, sparse_laplacian
-from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.problems.base import Problem
-
-#: Relative tolerance of the check that the local objectives are quadratic.
-AFFINE_RTOL = 1e-8
-
-_FORMS: "weakref.WeakKeyDictionary[Problem, tuple[FloatArray, FloatArray, FloatArray]]" = weakref.WeakKeyDictionary()
-
-
-def quadratic_form(problem: Problem) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``(A [n,d,d], b [n,d], A⁻¹)`` with ``∇f_i(x) = A_i x − b_i`` for quadratic local objectives.
-
-    Read from the problem's gradient oracle (uncounted set-up: a quadratic is
-    determined by ``d + 1`` gradients) and checked at a random point; a
-    non-quadratic problem (e.g. logistic regression) is a clear error.
-    """
-    cached = _FORMS.get(problem)
-    if cached is not None:
-        return cached
-    n, d = problem.n, problem.d
-    nodes = np.arange(n)
-    g0 = problem.grad(np.zeros((n, d)), nodes)
-    A = np.empty((n, d, d))
-    for j in range(d):
-        e = np.zeros((n, d))
-        e[:, j] = 1.0
-        A[:, :, j] = problem.grad(e, nodes) - g0
-    b = -g0
-    X = np.random.default_rng(12345).standard_normal((n, d)) * 3.0
-    pred = np.einsum("kij,kj->ki", A, X) - b
-    actual = problem.grad(X, nodes)
-    scale = max(1.0, float(np.abs(actual).max()))
-    if not np.allclose(pred, actual, rtol=0, atol=AFFINE_RTOL * scale) or not np.allclose(
-        A, A.transpose(0, 2, 1), atol=AFFINE_RTOL * max(1.0, float(np.abs(A).max()))
-    ):
-        raise ValueError(
-            f"{type(problem).__name__}: this method needs local objectives whose conjugate gradient ∇f_i* has a "
-            "closed form (quadratics / least squares); use problem 'least_squares' or 'quadratic'"
-        )
-    A = 0.5 * (A + A.transpose(0, 2, 1))
-    Ainv = np.linalg.inv(A)
-    _FORMS[problem] = (A, b, Ainv)
-    return A, b, Ainv
-
-
-def dual_grad(problem: Problem, U: FloatArray, nodes: IntArray) -> FloatArray:
-    """``∇f_i*(u_i) = A_i⁻¹(u_i + b_i)`` (pure, uncounted)."""
-    _, b, Ainv = quadratic_form(problem)
-    return np.einsum("kij,kj->ki", Ainv[nodes], U + b[nodes])
-
-
-def counted_dual_grad(ctx: Context, U: FloatArray, nodes: IntArray) -> FloatArray:
-    """Dual gradients, one gradient evaluation counted per row."""
-    ctx.meter.grad_evals.add(nodes)
-    return dual_grad(ctx.problem, U, nodes)
+from fedopt.core.arrays import FloatArray, State
+from fedopt.problems.base import quadratic_form
 
 
 class MSDAParams(Params):
@@ -151,12 +99,12 @@ class MSDA(RoundAlgorithm):
     def round(self, state: State, ctx: Context, r: int) -> State:
         s = self._setup(ctx)
         x, y = state["x"], state["y"]
-        theta = counted_dual_grad(ctx, x, np.arange(ctx.n))
-        ctx.meter.local_steps.add_all(1.0)
+        theta = ctx.oracle.conjugate_grad(x, np.arange(ctx.n))
+        ctx.oracle.local_step_all()
         y_new = x - float(s["eta"]) * self.accelerated_gossip(ctx, theta)  # type: ignore[arg-type]
         mom = float(s["mom"])  # type: ignore[arg-type]
         return {"x": (1 + mom) * y_new - mom * y, "y": y_new}
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
         """The primal iterates ``θ_i = ∇f_i*(x_i)``."""
-        return dual_grad(ctx.problem, state["x"], np.arange(ctx.n))
+        return ctx.problem.conjugate_grad(state["x"], np.arange(ctx.n))

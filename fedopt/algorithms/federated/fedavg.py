@@ -7,6 +7,10 @@ each round the server samples ``C·K`` clients, each runs ``E`` local steps
 ``w ← Σ_k (n_k / n) w_k``. ``server_lr`` generalizes the last step to
 ``w ← w + η_s (Σ_k p_k w_k − w)`` (Reddi et al. 2021, "Adaptive federated
 optimization", Alg. 1 with plain SGD at the server); ``server_lr = 1`` is FedAvg.
+
+Counting: ``E`` gradient evaluations and ``E`` local steps per sampled client and
+round (``b/m_k`` passes per step with minibatches), all through the counting oracle;
+one ``d``-float broadcast and one ``d``-float upload per sampled client.
 """
 
 from __future__ import annotations
@@ -51,21 +55,14 @@ class FedAvg(FederatedAlgorithm):
     ) -> tuple[FloatArray, FloatArray]:
         p = self.params
         X = np.tile(payload["x"], (len(clients), 1))
-        gd_steps = getattr(ctx.problem, "gd_steps", None)
-        if p.batch_size is None and gd_steps is not None:
-            # full-batch local GD, fused over the E steps (cache-blocked over clients,
-            # same arithmetic as E oracle calls); counted as E gradients per client
-            gd_steps(X, clients, p.lr, p.local_steps)
-            ctx.meter.grad_evals.add(clients, float(p.local_steps))
-            ctx.meter.local_steps.add(clients, float(p.local_steps))
+        if p.batch_size is None:
+            # full-batch local GD: the oracle runs and counts the E steps (fused and
+            # cache-blocked over clients where the problem has such a kernel)
+            ctx.oracle.gd_steps(X, clients, p.lr, p.local_steps)
         else:
             for _ in range(p.local_steps):
-                if p.batch_size is None:
-                    g = ctx.oracle.grad(X, clients)
-                else:
-                    g = ctx.oracle.stochastic_grad(X, clients, ctx.rng["sampling"], p.batch_size)
-                X -= p.lr * g
-                ctx.meter.local_steps.add(clients)
+                X -= p.lr * ctx.oracle.stochastic_grad(X, clients, ctx.rng["sampling"], p.batch_size)
+                ctx.oracle.local_step(clients)
         ctx.channel.send(clients, ctx.d)
         return X, ctx.problem.n_samples()[clients].astype(np.float64)
 

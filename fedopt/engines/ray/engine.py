@@ -75,17 +75,18 @@ class ActorLost(Exception):
 
 
 def merge_meters(driver: Meter, shards: list[dict[str, Any]]) -> Meter:
-    """The run's meter: the driver's counts plus every shard's (counters are sums over nodes)."""
+    """The run's meter: the driver's counts plus every shard's (per-node counters add up
+    node by node, per-edge counts pair by pair)."""
     d = driver.state_dict()
     eps = [s["epsilon"] for s in shards if s["epsilon"] is not None]
     for s in shards:
-        for name in (*NODE_COUNTERS, "edge_messages"):
+        for name in (*NODE_COUNTERS, "communications", "server_floats", "link_time"):
             d[name] = d[name] + s[name]  # type: ignore[operator]
-        for name in ("communications", "server_floats", "link_time"):
-            d[name] = d[name] + s[name]  # type: ignore[operator]
+    for name in ("edge_pairs", "edge_messages"):  # a pair counted by several shards adds up on loading
+        d[name] = np.concatenate([d[name], *(s[name] for s in shards)])  # type: ignore[list-item]
     if d["epsilon"] is None and eps:
         d["epsilon"] = max(eps)
-    out = Meter(n=driver.n, m=driver.m, bytes_per_float=driver.bytes_per_float)
+    out = Meter(n=driver.n, bytes_per_float=driver.bytes_per_float)
     out.load_state_dict(d)
     return out
 
@@ -168,7 +169,7 @@ class RaySimulation(Simulation):
         self.client_keys = sorted(key for key, v in self.state.items() if _is_client_key(v, n, self.spec.problem.d))
         self._spec_ref = ray.put(self.spec)
         ray.get([a.setup.remote(self._spec_ref, i, s) for i, (a, s) in enumerate(zip(self.actors, self.shards))])
-        self._shard_meters = [Meter(n=n, m=self.meter.m).state_dict() for _ in self.actors]
+        self._shard_meters = [Meter(n=n).state_dict() for _ in self.actors]
 
     def _heal(self) -> None:
         """Replace dead actors and bring every shard back to the last checkpoint."""

@@ -94,7 +94,7 @@ class ShardWorker:
         self.nodes = np.asarray(nodes, dtype=np.int64)
         self.period_index = 0
         top = topology_for_period(spec.topology, 0)
-        self.meter = Meter(n=spec.problem.n, m=top.m)
+        self.meter = Meter(n=spec.problem.n)
         self.ctx = Context(spec.problem, top, RngStreams(spec.seed), self.meter, Channel(self.meter, top.latency, top.bandwidth))
         self.algo = spec.algorithm
         self.state: State = self.algo.init(self.ctx)  # same draws as the driver's init
@@ -159,7 +159,7 @@ class ShardWorker:
     def _scratch_meter(self) -> Iterator[Meter]:
         """Count into a fresh meter (handlers run on rows this shard does not own)."""
         ctx, real = self.ctx, self.meter
-        scratch = Meter(n=real.n, m=real.m, bytes_per_float=real.bytes_per_float)
+        scratch = Meter(n=real.n, bytes_per_float=real.bytes_per_float)
         scratch.epsilon = real.epsilon
         ctx.meter = ctx.oracle.meter = ctx.channel.meter = scratch
         try:
@@ -177,9 +177,9 @@ class ShardWorker:
             real.communications += scratch.communications
             real.server_floats += scratch.server_floats
             real.link_time += scratch.link_time
-            ev = scratch.edge_messages.values
-            if ev.any():
-                real.edge_messages.add(np.flatnonzero(ev), ev[ev != 0])
+            pairs, counts = scratch.edge_messages.pairs(), scratch.edge_messages.values
+            if len(pairs):
+                real.edge_messages.add(pairs[:, 0], pairs[:, 1], counts)
             real.epsilon = scratch.epsilon
 
     # ---- event-based algorithms ----------------------------------------------------------
