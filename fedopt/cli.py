@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("fedopt")
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
     try:
         try:
             parser = build_parser()

@@ -191,3 +191,19 @@ def test_a_missing_relative_file_names_the_key_and_the_folder(tmp_path: Path, mo
     raw["topology"] = [{"name": str(tmp_path / "exp" / "graphs" / "ring.yaml"), "rates": "graphs/rates.yaml"}]
     assert _run(write_config(folder, raw, "paths.yaml"), tmp_path / "out") == 2
     assert capsys.readouterr().err.startswith("fedopt: error: config: topology.0.rates: no such file: ")
+
+
+def test_a_config_without_a_file_records_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedopt.experiment.config import parse_config
+
+    cfg_path = _libsvm_experiment(tmp_path / "exp")
+    monkeypatch.chdir(tmp_path / "exp")
+    cfg = parse_config(yaml.safe_load(cfg_path.read_text()))  # no file: relative paths are the working directory's
+    assert cfg.base_dir is None
+    out = tmp_path / "out"
+    runner.run_experiment(cfg, out, progress=False, plots=False)
+    assert yaml.safe_load((out / "config.yaml").read_text())["base_dir"] == str(tmp_path / "exp")
+    monkeypatch.chdir(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "execute", lambda run, engine, progress=None: calls.append(run.run_id))
+    assert _run(out / "config.yaml", out, "--resume") == 0 and calls == []

@@ -300,6 +300,8 @@ def run_experiment(
         raise ValueError("give --resume (finish the experiment in the output directory) or --overwrite "
                          "(replace it), not both")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if cfg.base_dir is None:  # relative paths resolve against the working directory: record it
+        cfg = cfg.model_copy(update={"base_dir": os.getcwd()})
     engine_override: dict[str, Any] | None = None
     if engine is not None and engine != cfg.engine:
         from fedopt.experiment.config import _check_engine
@@ -317,17 +319,14 @@ def run_experiment(
     runs = expand(cfg)  # every config error surfaces here, before any run
     eng = make_engine(cfg.engine, **cfg.engine_options)  # bad engine options too
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        eng.close()
-        raise ValueError(f"{out} is a file, not a directory; give --out a directory")
     try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a directory; give --out a directory")
         overwritten = prepare_out_dir(out, cfg, runs, resume, overwrite) if out.is_dir() else False
     except BaseException:
         eng.close()
         raise
     mode = execution_mode(address, par)
-    if on_ray:
-        log.info("%d runs go to %s", len(runs), mode)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out)
     store.clean_temp_files()  # left by a killed sweep
@@ -362,6 +361,7 @@ def run_experiment(
         with _Progress(progress and sys.stdout.isatty(), len(runs)) as bar:
             bar.skip(len(runs) - len(todo))
             if on_ray and todo:
+                log.info("%d runs go to %s", len(todo), mode)
                 eng.close()
                 failed = _run_ray_tasks(cfg, todo, table, bar, address, par)
             else:
