@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -61,6 +62,32 @@ BAD = [
     ("sweep", {"algorithms.0.params.lr": [0.1, -2]}, "config: sweep.algorithms.0.params.lr = -2: "),
     ("sweep", {"algorithms.7.params.lr": [0.1]}, "config: sweep.algorithms.7.params.lr: algorithms.7 does not exist"),
     ("sweep", {"seeds": [[1]]}, "config: sweep.seeds: only problem, topology, algorithms, stop, record"),
+    # engines that this install does not have
+    ("engine", "mpi", "config: engine: 'mpi' is not one of local, ray"),
+    # problem parameter values, checked by building each distinct problem once when the config is loaded
+    ("problem.d", 0, "config: problem.d: quadratic: n and d must be positive, got n=6, d=0"),
+    ("problem.mu", 20.0, "config: problem.L: quadratic: need 0 < mu <= L, got mu=20.0, L=10.0"),
+    ("problem.d", 2.5,
+     "config: problem.d: Input should be a valid integer (got 2.5) (a parameter of problem 'quadratic')"),
+    ("problem.L", "1e3", "config: problem.L: Input should be a valid number (got '1e3')"),
+    ("problem.seed", -1, "config: problem.seed: must be a non-negative integer, got -1"),
+    ("sweep", {"problem.d": [3, 0]}, "config: sweep point problem.d=0: problem.d: quadratic: n and d must be positive"),
+    ("problem", {"name": "logistic", "n": 6, "data": {"source": "synthetic", "d": 0}},
+     "config: problem.data.d: data source 'synthetic': d must be a positive integer, got 0"),
+    ("problem", {"name": "logistic", "n": 6, "data": {"source": "synthetic", "n_sample": 50}},
+     "config: problem.data.n_sample: data (source 'synthetic'): unknown key 'n_sample'"),
+    ("problem", {"name": "logistic", "n": 6, "data": {"source": "synthetic"},
+                 "partition": {"kind": "dirichlet", "alpha": -1}},
+     "config: problem.partition.alpha: partition 'dirichlet': alpha must be positive, got -1"),
+    ("problem", {"name": "logistic", "n": 6, "data": {"source": "synthetic", "n_samples": 4}},
+     "config: problem.n: Logistic: 6 nodes but the data hold only 4 samples"),
+    ("problem", {"name": "logistic", "n": 6, "data": {"source": "sklearn", "name": "wine"}},
+     "config: problem.data: Logistic: labels must be in {0, 1}"),
+    ("problem", {"name": "least_squares", "n": 6, "data": {"source": "synthetic"}, "reg": -1.0},
+     "config: problem.reg: LeastSquares: reg must be >= 0, got -1.0"),
+    ("problem", {"name": "fedavg_anchor", "n": 6, "samples_per_node": 0},
+     "config: problem.samples_per_node: fedavg_anchor: samples_per_node must be a positive integer, got 0"),
+    ("problem", {"name": "quadratic", "d": 3}, "config: problem.n: required key is missing"),
 ]
 
 
@@ -159,3 +186,105 @@ def test_quickstart_config_is_valid() -> None:
     runs = expand(load_config(Path(__file__).parents[1] / "experiments" / "quickstart.yaml"))
     assert len(runs) == 3 * 3 * 2
     assert {r.label for r in runs} == {"DGD", "gossip SGD", "FedAvg"}
+
+
+#: A small config of every registered problem (a newly registered problem needs an entry here).
+SMALL_PROBLEMS: dict[str, dict[str, Any]] = {
+    "quadratic": {"n": 4, "d": 2},
+    "least_squares": {"n": 4, "data": {"source": "synthetic", "task": "regression", "n_samples": 40, "d": 3}},
+    "logistic": {"n": 4, "data": {"source": "synthetic", "n_samples": 40, "d": 3}},
+    "nonconvex_logistic": {"n": 4, "data": {"source": "synthetic", "n_samples": 40, "d": 3}},
+    "fedavg_anchor": {"n": 4, "samples_per_node": 10, "d": 3},
+}
+
+
+def _small(problem: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:
+    return {"name": "small", "problem": problem, "topology": ["complete"], "algorithms": [{"name": "fedavg"}],
+            "seeds": seeds or [0], "stop": {"rounds": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_PROBLEMS))
+def test_every_registered_problem_builds_and_runs_from_a_config(name: str, tmp_path: Path) -> None:
+    from fedopt.engines.base import make_engine
+    from fedopt.problems.base import available_problems
+
+    assert set(available_problems()) == set(SMALL_PROBLEMS)
+    (run,) = expand(parse_config(_small({"name": name, **SMALL_PROBLEMS[name]})))
+    spec = run.build_spec()
+    params = SMALL_PROBLEMS[name]
+    assert (spec.problem.n, spec.problem.d) == (4, params.get("d", params.get("data", {}).get("d")))
+    result = make_engine("local").run(spec)
+    assert result.status == "ok", result.message
+
+
+def test_problem_defaults_fill_in_n() -> None:
+    """``problem: {name: fedavg_anchor}`` alone is a config: its factory's defaults are the benchmark's."""
+    from fedopt.problems.empirical import fedavg_anchor_data
+
+    cfg = parse_config(_small({"name": "fedavg_anchor"}))
+    assert cfg.problem.n == 100 and cfg.to_dict()["problem"] == {"name": "fedavg_anchor", "n": 100}
+    (run,) = expand(cfg)
+    X, _ = fedavg_anchor_data()
+    np.testing.assert_array_equal(run.build_spec().problem.Xd, X)
+
+
+def test_problem_seed_is_the_one_used() -> None:
+    """``problem.seed`` fixes the problem for every run seed; without it each run seed draws its own."""
+    def quadratics(problem: dict[str, Any]) -> list[np.ndarray]:
+        runs = expand(parse_config(_small(problem, seeds=[0, 1])))
+        return [r.build_spec().problem.A for r in runs]
+
+    fixed = quadratics({"name": "quadratic", "n": 4, "d": 3, "seed": 7})
+    np.testing.assert_array_equal(fixed[0], fixed[1])
+    # the factory's own seed path, without the experiment's streams: A_i = Q_i diag(λ_i) Q_iᵀ from default_rng(7)
+    g = np.random.default_rng(7)
+    spectra = g.uniform(1.0, 10.0, size=(4, 3))
+    spectra[:, 0], spectra[:, 1] = 1.0, 10.0
+    Q = np.linalg.qr(g.normal(size=(4, 3, 3)))[0]
+    np.testing.assert_allclose(fixed[0], Q @ (spectra[:, :, None] * Q.transpose(0, 2, 1)), rtol=1e-12, atol=1e-12)
+
+    drawn = quadratics({"name": "quadratic", "n": 4, "d": 3})
+    assert not np.allclose(drawn[0], drawn[1])
+    assert not np.allclose(drawn[0], fixed[0]) and not np.allclose(drawn[1], fixed[0])
+
+    data = expand(parse_config(_small({**SMALL_PROBLEMS["logistic"], "name": "logistic", "seed": 3}, seeds=[0, 1])))
+    a, b = (r.build_spec().problem for r in data)
+    np.testing.assert_array_equal(a.Xd, b.Xd)
+
+
+def test_each_distinct_problem_is_built_once_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedopt.experiment.config as config
+
+    built: list[dict[str, Any]] = []
+    real = config.build_problem
+
+    def counting(problem: Any, seed: int, base_dir: Any = None) -> Any:
+        built.append(dict(problem))
+        return real(problem, seed, base_dir)
+
+    monkeypatch.setattr(config, "build_problem", counting)
+    cfg = copy.deepcopy(BASE)
+    cfg["seeds"] = [0, 1, 2]
+    cfg["sweep"] = {"problem.d": [2, 3], "algorithms.0.params.lr": [0.01, 0.02], "problem.heterogeneity": [1.0, 1.0]}
+    parse_config(cfg)
+    assert sorted(b["d"] for b in built) == [2, 3]
+
+
+def test_engine_that_is_not_built_or_cannot_be_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedopt.engines import base
+
+    (tmp_path / "needy_engine.py").write_text("import no_such_package_for_fedopt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(base._LAZY_ENGINES, "ghost", "fedopt.engines.ghost")  # declared, no module
+    monkeypatch.setitem(base._LAZY_ENGINES, "needy", "needy_engine")  # its module needs a missing package
+    assert "ghost" not in base.available_engines() and "needy" in base.available_engines()
+    with pytest.raises(ConfigError, match=r"^config: engine: 'ghost' is not one of local, needy, ray$"):
+        parse_config({**BASE, "engine": "ghost"})
+    with pytest.raises(ValueError, match=r"^unknown engine 'ghost'; choose one of: local, needy, ray$"):
+        base.make_engine("ghost")
+    msg = ("config: engine: engine 'needy' needs the package 'no_such_package_for_fedopt', which is not installed "
+           "here: install it (pip install no_such_package_for_fedopt) or choose another engine")
+    for engine in ("needy", {"name": "needy", "workers": 2}):  # with options or without
+        with pytest.raises(ConfigError) as info:
+            parse_config({**BASE, "engine": engine})
+        assert str(info.value) == msg

@@ -69,6 +69,8 @@ def test_run_writes_table_config_manifest_plots(finished: Path) -> None:
     assert man["finished"] and man["started"] <= man["finished"] and man["statuses"] == {"ok": n_runs}
     for key in ("python", "platform", "machine", "cpu_count", "git_commit"):
         assert key in man
+    assert man["overwritten"] is False and man["engine_override"] is None and man["plots_skipped"] == {}
+    assert man["execution"]["mode"] == "one after the other in this process"
     pngs = sorted(p.name for p in (finished / "plots").glob("*.png"))
     assert pngs == ["dist_opt_vs_grad_evals.png", "dist_opt_vs_messages.png", "subopt_vs_time.png"]
     _no_temp_files(finished)
@@ -111,9 +113,11 @@ def test_resume_skips_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(resumed["run_id"]) == set(first["run_id"])
     _no_temp_files(out)
 
-    # without --resume every run runs again
+    # without --resume the directory is refused; --overwrite runs every run again
     calls.clear()
-    assert main(["run", str(cfg_path), "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", str(cfg_path), "--out", str(out), "--no-progress"]) == 2
+    assert calls == []
+    assert main(["run", str(cfg_path), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert len(calls) == first["run_id"].nunique()
 
 
@@ -127,7 +131,7 @@ def test_diverged_and_errored_runs_are_recorded(tmp_path: Path, capsys: pytest.C
     ]
     bad_problem = copy.deepcopy(cfg)
     out = tmp_path / "out"
-    assert main(["run", str(write_config(tmp_path, cfg)), "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", str(write_config(tmp_path, cfg)), "--out", str(out), "--no-progress"]) == 1  # an error
     df = pd.read_parquet(out / "results.parquet")
     by = {k: g for k, g in df.groupby("algorithm")}
     assert (by["huge-step"]["status"] == "diverged").all() and len(by["huge-step"]) > 1
@@ -136,16 +140,27 @@ def test_diverged_and_errored_runs_are_recorded(tmp_path: Path, capsys: pytest.C
     assert "per-sample gradients" in by["no-data"]["message"].iloc[0]
     assert (by["gossip_sgd"]["status"] == "ok").all() and by["gossip_sgd"]["time"].max() >= 40 - 1e-9
     assert (out / "plots" / "dist_opt_vs_messages.png").is_file()
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "diverged: huge-step" in printed and "error: no-data" in printed
+    assert "3 runs: 1 ok, 1 diverged, 1 error;" in printed
+    assert captured.err == "fedopt: 1 of 3 runs ended in error (status error in the table, messages above)\n"
 
-    # a problem that cannot be built is an errored run too (one row), not a crash
+    # a diverged run is a result: without the errored run the exit status is 0
+    fine = copy.deepcopy(cfg)
+    fine["algorithms"] = [cfg["algorithms"][0], cfg["algorithms"][2]]
+    out3 = tmp_path / "out3"
+    assert main(["run", str(write_config(tmp_path, fine, "f.yaml")), "--out", str(out3), "--no-progress"]) == 0
+    assert "2 runs: 1 ok, 1 diverged, 0 error;" in capsys.readouterr().out
+
+    # a problem that cannot be built is a config error before any run
     bad_problem["problem"] = {"name": "quadratic", "n": 6, "d": 3, "mu": 5.0, "L": 1.0}
     bad_problem["algorithms"] = [{"name": "gossip_sgd"}]
     out2 = tmp_path / "out2"
-    assert main(["run", str(write_config(tmp_path, bad_problem, "b.yaml")), "--out", str(out2), "--no-progress"]) == 0
-    d2 = pd.read_parquet(out2 / "results.parquet")
-    assert len(d2) == 1 and d2["status"].iloc[0] == "error" and "mu <= L" in d2["message"].iloc[0]
+    assert main(["run", str(write_config(tmp_path, bad_problem, "b.yaml")), "--out", str(out2), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == "fedopt: error: config: problem.L: quadratic: need 0 < mu <= L, got mu=5.0, L=1.0\n"
+    assert not out2.exists()
 
 
 def test_plot_command(finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

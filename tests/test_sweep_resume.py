@@ -85,6 +85,9 @@ def test_killed_parallel_sweep_resumes_to_the_sequential_table(tmp_path: Path) -
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed"] and manifest["execution"]["ray_tasks"]
+    mode = "Ray tasks on a local Ray instance started here, 2 at once (parallel > 1)"
+    assert manifest["execution"]["mode"] == mode  # the switch to Ray is recorded ...
+    assert f"fedopt: {N_RUNS - len(parts)} runs go to {mode}" in done.stderr.decode()  # ... and logged
     assert manifest["skipped"] == len(parts) and manifest["executed"] == N_RUNS - len(parts)
     for name, blob in parts.items():  # finished runs were not redone
         assert (out / "runs" / name).read_bytes() == blob
@@ -118,7 +121,8 @@ def test_no_ray_without_address_or_parallel(tmp_path: Path, monkeypatch: pytest.
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["execution"] == {"ray_tasks": False, "address": None, "parallel": 1,
-                                     "resources": {"num_cpus": 1.0, "num_gpus": 0.0}}
+                                     "resources": {"num_cpus": 1.0, "num_gpus": 0.0},
+                                     "mode": "one after the other in this process"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ part that applies work (``apply_rounds`` / ``apply_events``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import time
 import traceback
@@ -279,7 +280,7 @@ class Engine:
 
 _ENGINES: dict[str, Callable[..., Engine]] = {}
 #: Engines whose module is imported on first use (they pull in heavy dependencies).
-_LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray", "mpi": "fedopt.engines.mpi"}
+_LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray"}
 
 
 def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:
@@ -291,17 +292,38 @@ def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[...
 
 
 def available_engines() -> list[str]:
-    return sorted(set(_ENGINES) | set(_LAZY_ENGINES))
+    """The engines this install has: registered ones and lazy ones whose module exists."""
+    lazy = {name for name, module in _LAZY_ENGINES.items() if importlib.util.find_spec(module) is not None}
+    return sorted(set(_ENGINES) | lazy)
+
+
+def engine_factory(name: str) -> Callable[..., Engine]:
+    """The factory registered as ``name``, importing its module on first use.
+
+    An unknown name, or an engine whose module is missing, is a :class:`ValueError`
+    that lists the engines this install has; an engine whose module needs a package
+    that is not installed is a :class:`ValueError` that names that package.
+    """
+    if name not in _ENGINES:
+        if name not in available_engines():
+            raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}")
+        module = _LAZY_ENGINES[name]
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            top = str(exc.name).split(".")[0]
+            if top == __name__.split(".")[0]:
+                raise ValueError(f"engine {name!r} is incomplete in this install (no module {exc.name}); "
+                                 "reinstall fedopt") from None
+            raise ValueError(
+                f"engine {name!r} needs the package {top!r}, which is not installed here: "
+                f"install it (pip install {top}) or choose another engine"
+            ) from None
+        if name not in _ENGINES:
+            raise ValueError(f"engine {name!r}: importing {module} registered no engine of that name")
+    return _ENGINES[name]
 
 
 def make_engine(name: str, **options: Any) -> Engine:
     """Build the engine registered as ``name`` (importing its module on first use)."""
-    if name not in _ENGINES and name in _LAZY_ENGINES:
-        try:
-            importlib.import_module(_LAZY_ENGINES[name])
-        except ModuleNotFoundError as exc:
-            raise ValueError(f"engine {name!r} is not available here ({exc}); install what it needs") from None
-    try:
-        return _ENGINES[name](**options)
-    except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}") from None
+    return engine_factory(name)(**options)

@@ -1,4 +1,10 @@
-"""``fedopt run CONFIG`` and ``fedopt plot DIR`` (registered by :mod:`fedopt.cli`)."""
+"""``fedopt run CONFIG`` and ``fedopt plot DIR`` (registered by :mod:`fedopt.cli`).
+
+``fedopt run`` exits with 0 when every run ended ``ok`` or ``diverged`` (a
+diverged run is a result), 1 when a run ended in ``error`` or was lost in Ray,
+and 2 on bad input (config, flags, an output directory that holds another
+experiment).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fedopt.experiment.plots import X_COLUMNS, Y_COLUMNS
+from fedopt.experiment.store import STATUSES
 
 #: Columns of the summary printed after ``fedopt run`` (those present are shown).
 SUMMARY_COLUMNS = ("algorithm", "topology", "seed", "variant", "status", "time", "round", "messages", "grad_evals",
@@ -18,12 +25,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run = subparsers.add_parser(
         "run", help="run an experiment config (YAML) into a results directory",
         description="Run every run of an experiment config; write results.parquet, plots, config.yaml "
-        "and manifest.json into the output directory.",
+        "and manifest.json into the output directory. Exit status: 0 when every run ended ok or diverged, "
+        "1 when a run ended in error (or was lost in Ray), 2 on bad input.",
     )
     run.add_argument("config", help="experiment config (YAML), or the name of a shipped example (quickstart, ...)")
-    run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>)")
-    run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray, mpi)")
-    run.add_argument("--resume", action="store_true", help="skip runs already finished in DIR")
+    run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>); one that "
+                     "holds results needs --resume or --overwrite")
+    run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray); the "
+                     "config's engine options are then not used")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="finish the experiment in DIR (same config): skip runs already finished there")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the experiment in DIR: remove its results, per-run parts and plots first")
     run.add_argument("--address", metavar="ADDR",
                      help="run every run as a Ray task on this cluster: auto (the cluster this machine belongs to) "
                      "or ray://HOST:PORT (Ray Client); resources per run from the config's resources:")
@@ -53,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(experiment_config_path(args.config))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     df = run_experiment(cfg, out, engine=args.engine, resume=args.resume, progress=not args.no_progress,
-                        address=args.address, parallel=args.parallel)
+                        address=args.address, parallel=args.parallel, overwrite=args.overwrite)
     last = final_rows(df)
     cols = [c for c in SUMMARY_COLUMNS if c in last.columns and not (c == "variant" and (last[c].fillna("") == "").all())]
     if len(last):
@@ -63,14 +77,20 @@ def _run(args: argparse.Namespace) -> int:
     for _, row in bad.iterrows():
         print(f"{row['status']}: {row['algorithm']} on {row['topology']} seed {row['seed']}: {row['message']}")
     plots = sorted((out / "plots").glob("*.png")) if (out / "plots").is_dir() else []
-    print(f"{len(last)} runs ({(last['status'] == 'ok').sum() if len(last) else 0} ok); results: {out / 'results.parquet'}")
+    counts = {s: int((last["status"] == s).sum()) if len(last) else 0 for s in STATUSES}
+    print(f"{len(last)} runs: {', '.join(f'{k} {s}' for s, k in counts.items())}; results: {out / 'results.parquet'}")
     print(f"plots: {', '.join(str(p) for p in plots) or '(none)'}")
     print(f"config: {out / 'config.yaml'}; manifest: {out / 'manifest.json'}")
+    rc = 0
+    if counts["error"]:
+        print(f"fedopt: {counts['error']} of {len(last)} runs ended in error (status error in the table, "
+              "messages above)", file=sys.stderr)
+        rc = 1
     failed = json.loads((out / "manifest.json").read_text()).get("failed") or []
     if failed:
         print(f"{len(failed)} runs failed in Ray and are not in the table; finish them with --resume", file=sys.stderr)
-        return 1
-    return 0
+        rc = 1
+    return rc
 
 
 def _positive_int(text: str) -> int:

@@ -20,25 +20,54 @@ the engine, an optional parameter sweep and the resources of one run::
 
 Everything is checked when the config is loaded, before any run starts:
 unknown keys, types and ranges, algorithm names and each algorithm's own
-parameter model, problem names and the parameters their factory accepts, the
-engine name, and every sweep path. Topology names are checked when the grid is
-expanded (:func:`fedopt.experiment.sweep.expand`), which also happens before
-any run. A bad config raises :class:`ConfigError` (a ``ValueError``) with one
-line naming the key path, e.g. ``config: algorithms.1.name: unknown algorithm
-'dadoa'; choose one of: dgd, fedavg, gossip_sgd``.
+parameter model, problem names, the parameters their factory accepts and
+their types, the engine (it must be built into this install and importable
+here) and its options, and every sweep path. Each distinct problem of the
+sweep is built once (:func:`build_problem`, with the first seed), so a bad
+parameter value is reported with its key path (``config: problem.data.d:
+...``) before any run. Topology names are checked when the grid is expanded
+(:func:`fedopt.experiment.sweep.expand`), which also happens before any run. A
+bad config raises :class:`ConfigError` (a ``ValueError``) with one line naming
+the key path, e.g. ``config: algorithms.1.name: unknown algorithm 'dadoa';
+choose one of: dgd, fedavg, gossip_sgd``.
+
+Relative file paths in a config (a LIBSVM file, a topology spec, a rates file)
+resolve against ``base_dir``: the folder of the config file, which
+:func:`load_config` records as an absolute path. The config keeps the paths as
+written (they, not the folder, enter the run ids), and the ``config.yaml`` of a
+results directory records ``base_dir``, so it reads back, and a sweep resumes,
+from any working directory.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import itertools
+import json
+import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticSchemaGenerationError,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedopt.core.trace import METRIC_COLUMNS
+
+if TYPE_CHECKING:
+    from fedopt.problems.base import Problem
 
 
 class ConfigError(ValueError):
@@ -87,12 +116,13 @@ class AlgorithmConfig(_Section):
 
 
 class ProblemConfig(BaseModel):
-    """``name`` and ``n`` plus the keyword parameters of the problem's factory."""
+    """``name`` and ``n`` plus the keyword parameters of the problem's factory
+    (``n`` may be left out when the factory has a default for it, which then fills it in)."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str
-    n: int = Field(ge=1)
+    n: int | None = Field(None, ge=1)
 
     def factory_params(self) -> dict[str, Any]:
         """Every key but ``name`` (``n`` included), as passed to the factory."""
@@ -112,6 +142,8 @@ class ExperimentConfig(_Section):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     parallel: int | None = Field(None, ge=1, description="runs at once (as Ray tasks when more than 1)")
+    base_dir: str | None = Field(None, description="folder that relative paths resolve against (default: the "
+                                 "config file's; none: the working directory)")
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +193,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {p.name}: the top level must be a mapping of keys to values")
     raw.setdefault("name", p.stem)
+    folder = p.resolve().parent
+    base = raw.get("base_dir")
+    if base is None:
+        raw["base_dir"] = str(folder)
+    elif isinstance(base, str):
+        raw["base_dir"] = str(folder / Path(base).expanduser())
     return parse_config(raw)
 
 
@@ -178,6 +216,7 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
                 _validate_plain(raw)
             except ConfigError as exc:
                 raise ConfigError(f"config: sweep.{path} = {value!r}: {_strip(exc)}") from None
+    _check_problem_values(cfg)
     return cfg
 
 
@@ -201,7 +240,8 @@ def _validate_plain(raw: dict[str, Any]) -> ExperimentConfig:
     _check_engine(cfg.engine)
     _check_engine_options(cfg.engine, cfg.engine_options)
     _check_seeds(cfg.seeds)
-    _check_problem(cfg.problem)
+    _check_base_dir(cfg.base_dir)
+    _check_problem(cfg.problem, cfg.base_dir)
     _check_algorithms(cfg.algorithms)
     _check_topologies(cfg)
     return cfg
@@ -221,11 +261,16 @@ def _check_stop(stop: StopConfig) -> None:
 
 
 def _check_engine(name: str) -> None:
-    from fedopt.engines.base import available_engines
+    """``name`` is an engine of this install, and its module (with what it needs) imports here."""
+    from fedopt.engines.base import available_engines, engine_factory
 
     names = available_engines()
     if name not in names:
         raise ConfigError(f"config: engine: {name!r} is not one of {', '.join(names)}")
+    try:
+        engine_factory(name)
+    except ValueError as exc:
+        raise ConfigError(f"config: engine: {exc}") from None
 
 
 #: Engine options a config may not set (programmatic hooks).
@@ -233,21 +278,15 @@ _PRIVATE_ENGINE_OPTIONS = ("fault_hook",)
 
 
 def _check_engine_options(name: str, options: dict[str, Any]) -> None:
-    """Option names against the engine's constructor (when the engine can be imported here)."""
+    """Option names against the engine's constructor (the engine is importable: see :func:`_check_engine`)."""
     if not options:
         return
-    import importlib
+    from fedopt.engines.base import engine_factory
 
-    from fedopt.engines import base
-
-    if name not in base._ENGINES and name in base._LAZY_ENGINES:
-        try:
-            importlib.import_module(base._LAZY_ENGINES[name])
-        except ModuleNotFoundError:
-            return  # checked where the engine runs
-    factory = base._ENGINES.get(name)
-    if factory is None:
-        return
+    try:
+        factory = engine_factory(name)
+    except ValueError as exc:
+        raise ConfigError(f"config: engine: {exc}") from None
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # pragma: no cover
@@ -270,7 +309,14 @@ def _check_seeds(seeds: list[int]) -> None:
         raise ConfigError(f"config: seeds: duplicate seeds in {seeds}")
 
 
-def _check_problem(problem: ProblemConfig) -> None:
+def _check_base_dir(base_dir: str | None) -> None:
+    if base_dir is not None and not Path(base_dir).expanduser().is_dir():
+        raise ConfigError(f"config: base_dir: no such folder: {base_dir}")
+
+
+def _check_problem(problem: ProblemConfig, base_dir: str | None = None) -> None:
+    """Name, parameter names and types against the factory's signature (``n`` filled from
+    its default when left out), and that every file the parameters name exists."""
     from fedopt.problems.base import problem_factory
 
     try:
@@ -279,12 +325,20 @@ def _check_problem(problem: ProblemConfig) -> None:
         raise ConfigError(f"config: problem.name: {exc}") from None
     given = problem.factory_params()
     if "rng" in given:
-        raise ConfigError("config: problem.rng: the problem's random stream comes from the run's seed; remove it")
+        raise ConfigError("config: problem.rng: the problem's random stream comes from the run's seed "
+                          "(or give problem.seed); remove it")
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
         return
     params = sig.parameters
+    if problem.n is None:
+        default = params["n"].default if "n" in params else inspect.Parameter.empty
+        if not isinstance(default, int) or isinstance(default, bool):
+            raise ConfigError(f"config: problem.n: required key is missing (the number of nodes of problem "
+                              f"{problem.name!r})")
+        problem.n = default
+        given["n"] = default
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     names = [k for k, p in params.items() if k != "rng" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
@@ -297,6 +351,168 @@ def _check_problem(problem: ProblemConfig) -> None:
         p = params[key]
         if p.default is inspect.Parameter.empty and key not in given:
             raise ConfigError(f"config: problem.{key}: required by problem {problem.name!r}")
+    _check_param_types(problem.name, factory, given)
+    if isinstance(given.get("seed"), int) and given["seed"] < 0:
+        raise ConfigError(f"config: problem.seed: must be a non-negative integer, got {given['seed']}")
+    for key, value in problem_paths(given):
+        path = Path(resolve_path(value, base_dir))
+        if not path.is_file():
+            raise ConfigError(f"config: problem.{key}: no such file: {path}{_relative_note(value, base_dir)}")
+
+
+def _check_param_types(name: str, factory: Any, given: dict[str, Any]) -> None:
+    """Each given value against the type annotation of the factory's parameter (strictly:
+    ``d: 3.0`` or ``reg: "1e-3"`` are errors); annotations pydantic cannot check are skipped
+    (their values are checked when the problem is built)."""
+    try:
+        hints = typing.get_type_hints(factory)
+    except (NameError, TypeError):  # annotations that do not evaluate here: the build checks the values
+        return
+    for key, value in given.items():
+        adapter = _strict_adapter(hints.get(key))
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            raise ConfigError(_format(exc, prefix=f"problem.{key}") + f" (a parameter of problem {name!r})") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _strict_adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    if annotation is None:
+        return None
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(strict=True))
+    except (PydanticSchemaGenerationError, TypeError):  # e.g. numpy arrays or generators
+        return None
+
+
+def _check_problem_values(cfg: ExperimentConfig) -> None:
+    """Build each distinct problem of the sweep once (with the first seed, as its first run
+    will): a value its factory rejects is a :class:`ConfigError` naming the key path."""
+    paths = [p for p in cfg.sweep if split_path(p)[0] == "problem"]
+    base = cfg.to_dict()
+    base["sweep"] = {}
+    seen: set[str] = set()
+    for combo in itertools.product(*(cfg.sweep[p] for p in paths)):
+        raw = base
+        for p, v in zip(paths, combo):
+            raw = apply_override(raw, p, v)
+        problem = _validate_plain(raw).problem if paths else cfg.problem
+        spec = {"name": problem.name, **problem.factory_params()}
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            build_problem(spec, cfg.seeds[0], cfg.base_dir)
+        except Exception as exc:  # noqa: BLE001 - any failure to build is reported on one line
+            where = ", ".join(f"{p}={v!r}" for p, v in zip(paths, combo))
+            msg = _problem_error(exc)
+            raise ConfigError(f"config: sweep point {where}: {msg}" if where else f"config: {msg}") from (
+                None if isinstance(exc, ValueError) else exc
+            )
+
+
+def _problem_error(exc: Exception) -> str:
+    """``problem.<key>: <message>`` for an error a problem factory raised (first line only)."""
+    from fedopt.problems.base import ProblemParamError
+
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(exc, ProblemParamError):
+        return f"problem{'.' + exc.key if exc.key else ''}: {text}"
+    if isinstance(exc, ValueError):
+        return f"problem: {text}"
+    return f"problem: {type(exc).__name__}: {text}"
+
+
+def build_problem(problem: Mapping[str, Any], seed: int, base_dir: str | None = None) -> Problem:
+    """The problem of one run from a config's ``problem`` mapping (``name`` plus the factory's parameters).
+
+    Relative file paths among the parameters resolve against ``base_dir``. Randomness:
+    a ``seed`` among the parameters fixes the problem (the same data for every run
+    seed); otherwise a factory that takes ``rng`` gets the ``"problem"`` stream of the
+    run's ``seed``; a factory that takes no ``rng`` (e.g. ``fedavg_anchor``) is fixed by
+    its own parameters and defaults.
+    """
+    from fedopt.core.rng import RngStreams
+    from fedopt.problems.base import problem_factory
+
+    factory = problem_factory(str(problem["name"]))
+    params = {k: v for k, v in resolve_problem_paths(problem, base_dir).items() if k != "name"}
+    if "seed" not in params and "rng" in inspect.signature(factory).parameters:
+        params["rng"] = RngStreams(seed)["problem"]
+    return factory(**params)
+
+
+# ---- file paths -------------------------------------------------------------------------
+
+
+def is_path_text(text: str) -> bool:
+    """A topology name written as a file path (a folder separator or a ``.yaml``/``.yml`` suffix)."""
+    return "/" in text or os.sep in text or text.endswith((".yaml", ".yml"))
+
+
+def resolve_path(text: str, base_dir: str | None) -> str:
+    """``text`` (``~`` expanded) if absolute, else joined to ``base_dir`` (unchanged when there is none)."""
+    p = Path(text).expanduser()
+    return str(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
+
+
+def _relative_note(text: str, base_dir: str | None) -> str:
+    if Path(text).expanduser().is_absolute():
+        return ""
+    where = f"the config's folder, {base_dir}" if base_dir is not None else "the working directory"
+    return f" (relative paths resolve against {where})"
+
+
+def problem_paths(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(key path, text)`` of every file path among a problem's parameters (the path
+    parameters of its data source, e.g. ``data.path`` of a LIBSVM file)."""
+    from fedopt.problems.data import source_path_keys
+
+    data = params.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("source"), str):
+        return []
+    return [(f"data.{k}", data[k]) for k in source_path_keys(data["source"]) if isinstance(data.get(k), str)]
+
+
+def resolve_problem_paths(problem: Mapping[str, Any], base_dir: str | None) -> dict[str, Any]:
+    """A copy of a problem mapping with its relative file paths joined to ``base_dir``."""
+    out = copy.deepcopy(dict(problem))
+    for key, text in problem_paths(problem):
+        out["data"] = {**out["data"], key.split(".", 1)[1]: resolve_path(text, base_dir)}
+    return out
+
+
+def topology_paths(entry: Any) -> list[tuple[str, str]]:
+    """``(key, text)`` of every file path in a topology entry: the entry itself or its
+    ``name`` when written as a path (see :func:`is_path_text`; a bare name is a
+    generator or a spec shipped in ``topologies/``), and a ``rates`` file."""
+    if isinstance(entry, str):
+        return [("", entry)] if is_path_text(entry) else []
+    if not isinstance(entry, Mapping):
+        return []
+    out = []
+    if isinstance(entry.get("name"), str) and is_path_text(entry["name"]):
+        out.append(("name", entry["name"]))
+    if isinstance(entry.get("rates"), str):
+        out.append(("rates", entry["rates"]))
+    return out
+
+
+def resolve_topology_paths(entry: Any, base_dir: str | None) -> Any:
+    """A copy of a topology entry (or reference) with its relative file paths joined to ``base_dir``."""
+    if isinstance(entry, str):
+        return resolve_path(entry, base_dir) if topology_paths(entry) else entry
+    if not isinstance(entry, Mapping):
+        return entry
+    out = dict(entry)
+    for key, text in topology_paths(entry):
+        out[key] = resolve_path(text, base_dir)
+    return out
 
 
 def _check_algorithms(algos: list[AlgorithmConfig]) -> None:
@@ -333,6 +549,11 @@ def _check_topologies(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"config: topology.{i}.n: {t['n']} differs from problem.n = {cfg.problem.n}")
             if "label" in t and not isinstance(t["label"], str):
                 raise ConfigError(f"config: topology.{i}.label: must be a string")
+        for key, text in topology_paths(t):
+            path = Path(resolve_path(text, cfg.base_dir))
+            if not path.is_file():
+                where = f"topology.{i}" + (f".{key}" if key else "")
+                raise ConfigError(f"config: {where}: no such file: {path}{_relative_note(text, cfg.base_dir)}")
 
 
 # ---- error formatting -------------------------------------------------------------
@@ -457,6 +678,9 @@ __all__ = [
     "ResourcesConfig",
     "StopConfig",
     "apply_override",
+    "build_problem",
     "load_config",
     "parse_config",
+    "resolve_problem_paths",
+    "resolve_topology_paths",
 ]

@@ -4,7 +4,14 @@
 surfaces before the first run), then runs each run not already finished,
 writing its part of the results table as soon as it ends, rebuilds the
 combined table, draws the default plots and records a manifest (versions,
-machine, git commit, seeds, run ids, start and end times).
+machine, git commit, seeds, run ids, start and end times, and every choice
+made for the user: how the runs execute, an engine replaced from the command
+line, plots that could not be drawn).
+
+An output directory that already holds an experiment is refused unless the
+call resumes it (``resume``: the same config, what differs is named) or
+replaces it (``overwrite``: every output of the old experiment is removed
+first, its per-run parts included).
 
 Output directory::
 
@@ -18,8 +25,10 @@ Output directory::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -33,13 +42,22 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fedopt.experiment.config import ExperimentConfig, load_config
+from fedopt.experiment.config import ExperimentConfig, load_config, problem_paths, topology_paths
 from fedopt.experiment.plots import DEFAULT_PLOTS, LINK_COST_PLOTS, plot_results
 from fedopt.experiment.store import LiveTable, ResultStore, atomic_write_text, rows_frame
 from fedopt.experiment.sweep import RunConfig, expand, grid_summary
 
+log = logging.getLogger(__name__)
+
 #: Distributions whose versions go into the manifest.
 MANIFEST_PACKAGES = ("fedopt", "numpy", "scipy", "networkx", "cvxpy", "pandas", "pyarrow", "torch")
+
+#: What an experiment writes into its output directory (what ``overwrite`` removes), config first.
+OUTPUTS = ("config.yaml", "manifest.json", "results.parquet", "runs", "plots")
+
+#: Config keys that do not change any result: they may differ when a sweep is resumed
+#: (``base_dir`` is compared separately, only when the config has relative paths).
+EXECUTION_KEYS = ("name", "engine", "engine_options", "parallel", "resources", "base_dir")
 
 
 def _now() -> str:
@@ -107,6 +125,100 @@ def uses_ray_tasks(address: str | None, parallel: int) -> bool:
     return address is not None or parallel > 1
 
 
+def execution_mode(address: str | None, parallel: int | None) -> str:
+    """How the runs execute, in words (logged, and recorded in the manifest)."""
+    if address is not None:
+        at_once = f"{parallel} at once" if parallel is not None else "as many at once as the cluster fits"
+        return f"Ray tasks on the cluster at {address}, {at_once}"
+    if (parallel or 1) > 1:
+        return f"Ray tasks on a local Ray instance started here, {parallel} at once (parallel > 1)"
+    return "one after the other in this process"
+
+
+def config_differences(old: Any, new: dict[str, Any]) -> list[str]:
+    """``key.path: was X, now Y`` for every result-defining difference between two plain
+    configs (the keys of :data:`EXECUTION_KEYS` are left out)."""
+    if not isinstance(old, dict):
+        return ["(top level): was not a mapping"]
+    a = {k: v for k, v in old.items() if k not in EXECUTION_KEYS}
+    b = {k: v for k, v in new.items() if k not in EXECUTION_KEYS}
+    return _diff(a, b, "")
+
+
+def _diff(a: Any, b: Any, path: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in [*a, *(k for k in b if k not in a)]:
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{sub}: was absent, now {_show(b[k])}")
+            elif k not in b:
+                out.append(f"{sub}: was {_show(a[k])}, now absent")
+            else:
+                out.extend(_diff(a[k], b[k], sub))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}.{i}")]
+    return [] if a == b else [f"{path}: was {_show(a)}, now {_show(b)}"]
+
+
+def _show(v: Any) -> str:
+    text = json.dumps(v, default=str) if isinstance(v, (dict, list)) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _has_relative_paths(runs: list[RunConfig]) -> bool:
+    texts = [t for r in runs for _, t in (*problem_paths(r.problem), *topology_paths(r.topology))]
+    return any(not Path(t).expanduser().is_absolute() for t in texts)
+
+
+def prepare_out_dir(out: Path, cfg: ExperimentConfig, runs: list[RunConfig], resume: bool, overwrite: bool) -> bool:
+    """Check (and with ``overwrite`` empty) an output directory before a sweep writes to it.
+
+    A directory that holds none of :data:`OUTPUTS` is used as is. One that does is
+    refused unless ``resume`` (its ``config.yaml`` must define the same runs: the
+    differences are named) or ``overwrite`` (every output of the old experiment is
+    removed, its per-run parts included; other files are left alone). Returns whether
+    an old experiment was removed.
+    """
+    present = [name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    if not present:
+        return False
+    old_cfg = out / "config.yaml"
+    old: Any = None
+    if old_cfg.is_file():
+        try:
+            old = yaml.safe_load(old_cfg.read_text())
+        except yaml.YAMLError:
+            old = None
+    if overwrite:
+        for name in present:  # config.yaml first: a directory emptied halfway is not resumable
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        log.info("removed the previous results in %s (--overwrite): %s", out, ", ".join(present))
+        return True
+    what = f"the results of experiment {old.get('name')!r}" if isinstance(old, dict) else "results"
+    if not resume:
+        raise ValueError(f"{out} already holds {what}; add --resume to finish that experiment (same config) "
+                         "or --overwrite to replace it")
+    if not isinstance(old, dict):
+        reason = "no config.yaml" if not old_cfg.is_file() else "a config.yaml that is not a valid config"
+        raise ValueError(f"--resume: {out} holds results but {reason} to compare with; use --overwrite to replace them")
+    new = cfg.to_dict()
+    diffs = config_differences(old, new)
+    if old.get("base_dir") != new.get("base_dir") and _has_relative_paths(runs):
+        diffs.append(f"base_dir (relative paths resolve against it): was {_show(old.get('base_dir'))}, "
+                     f"now {_show(new.get('base_dir'))}")
+    if diffs:
+        more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise ValueError(f"--resume: {out} holds {what} from a different config: {'; '.join(diffs[:3])}{more}; "
+                         "use --overwrite to replace them, or another --out")
+    return False
+
+
 class _Progress:
     """A rich progress bar (runs done / total and the current run's simulated time), or nothing."""
 
@@ -163,25 +275,42 @@ def run_experiment(
     plots: bool = True,
     address: str | None = None,
     parallel: int | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Run every run of ``config`` into ``out_dir`` and return the results table.
 
-    ``engine`` overrides the config's engine; ``resume`` skips runs whose part
-    file exists; ``progress`` shows a progress bar when stdout is a terminal.
+    ``engine`` overrides the config's engine (the config's engine options, which
+    belong to its own engine, are then not used: logged and recorded in the
+    manifest); ``resume`` finishes the experiment in ``out_dir`` (the same config:
+    runs whose part file exists are skipped); ``overwrite`` replaces the
+    experiment in ``out_dir``; without either, a directory that holds results is
+    refused (:func:`prepare_out_dir`). ``progress`` shows a progress bar when
+    stdout is a terminal.
 
     ``address`` (``"auto"``, ``"ray://host:port"``) runs every run as a Ray task on
     that cluster, with the config's ``resources``; ``parallel`` (default: the
     config's, else 1) is how many runs go at once: more than 1 without an address
     runs them as Ray tasks on a local Ray instance started here (bound to
-    localhost, no dashboard). Each run's rows enter the table as it finishes.
+    localhost, no dashboard), which is logged and recorded in the manifest's
+    ``execution``. Each run's rows enter the table as it finishes.
     """
     from fedopt.engines.base import make_engine
 
+    if resume and overwrite:
+        raise ValueError("give --resume (finish the experiment in the output directory) or --overwrite "
+                         "(replace it), not both")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if cfg.base_dir is None:  # relative paths resolve against the working directory: record it
+        cfg = cfg.model_copy(update={"base_dir": os.getcwd()})
+    engine_override: dict[str, Any] | None = None
     if engine is not None and engine != cfg.engine:
         from fedopt.experiment.config import _check_engine
 
         _check_engine(engine)
+        engine_override = {"engine": engine, "config_engine": cfg.engine, "unused_options": dict(cfg.engine_options)}
+        if cfg.engine_options:
+            log.warning("engine %r replaces the config's engine %r; its options (%s) belong to %r and are not used",
+                        engine, cfg.engine, ", ".join(f"{k}={v!r}" for k, v in cfg.engine_options.items()), cfg.engine)
         cfg = cfg.model_copy(update={"engine": engine, "engine_options": {}})
     if parallel is not None and parallel < 1:
         raise ValueError(f"parallel: give a positive number of runs at once, got {parallel}")
@@ -190,6 +319,14 @@ def run_experiment(
     runs = expand(cfg)  # every config error surfaces here, before any run
     eng = make_engine(cfg.engine, **cfg.engine_options)  # bad engine options too
     out = Path(out_dir)
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a directory; give --out a directory")
+        overwritten = prepare_out_dir(out, cfg, runs, resume, overwrite) if out.is_dir() else False
+    except BaseException:
+        eng.close()
+        raise
+    mode = execution_mode(address, par)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out)
     store.clean_temp_files()  # left by a killed sweep
@@ -206,8 +343,10 @@ def run_experiment(
         "started": _now(),
         "finished": None,
         "resumed": bool(resume),
+        "overwritten": overwritten,
+        "engine_override": engine_override,
         "execution": {"ray_tasks": on_ray, "address": address, "parallel": par,
-                      "resources": cfg.resources.model_dump()},
+                      "resources": cfg.resources.model_dump(), "mode": mode},
     }
     manifest_path = out / "manifest.json"
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
@@ -222,6 +361,7 @@ def run_experiment(
         with _Progress(progress and sys.stdout.isatty(), len(runs)) as bar:
             bar.skip(len(runs) - len(todo))
             if on_ray and todo:
+                log.info("%d runs go to %s", len(todo), mode)
                 eng.close()
                 failed = _run_ray_tasks(cfg, todo, table, bar, address, par)
             else:
@@ -235,14 +375,18 @@ def run_experiment(
     df = table.finish()
 
     plot_files: list[str] = []
+    plots_skipped: dict[str, str] = {}
     if plots:
         has_link_cost = "link_time" in df.columns and bool((df["link_time"].fillna(0) > 0).any())
         for x, y in DEFAULT_PLOTS + (LINK_COST_PLOTS if has_link_cost else ()):
+            name = f"plots/{y}_vs_{x}.png"
             try:
-                plot_results(df, x, y, out / "plots" / f"{y}_vs_{x}.png", title=f"{cfg.name}: {y} vs {x}")
-            except ValueError:  # nothing to draw (e.g. no x* for dist_opt, or every run errored)
+                plot_results(df, x, y, out / name, title=f"{cfg.name}: {y} vs {x}")
+            except ValueError as exc:  # nothing to draw (e.g. no x* for dist_opt, or every run errored)
+                plots_skipped[name] = str(exc)
+                log.info("%s not drawn: %s", name, exc)
                 continue
-            plot_files.append(f"plots/{y}_vs_{x}.png")
+            plot_files.append(name)
 
     manifest.update(
         finished=_now(),
@@ -252,6 +396,7 @@ def run_experiment(
         failed=failed,
         statuses={str(k): int(v) for k, v in final_rows(df)["status"].value_counts().items()} if len(df) else {},
         plots=plot_files,
+        plots_skipped=plots_skipped,
     )
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
     return df
@@ -305,4 +450,5 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("run_id", sort=False).tail(1).reset_index(drop=True)
 
 
-__all__ = ["environment", "execute", "execute_task", "final_rows", "run_experiment", "uses_ray_tasks"]
+__all__ = ["config_differences", "environment", "execute", "execute_task", "execution_mode", "final_rows",
+           "prepare_out_dir", "run_experiment", "uses_ray_tasks"]

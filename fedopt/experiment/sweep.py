@@ -10,6 +10,8 @@ Each run has a stable ``run_id``, a short hash of what defines it (problem,
 topology, algorithm with its validated parameters and label, seed, stop and
 record spacing), so that re-running or resuming a sweep recognises finished
 runs, and ``labels`` that become the results table's identifying columns.
+File paths enter the run id as written in the config; the folder they resolve
+against travels with the run (``base_dir``) and is applied when it is built.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from fedopt.experiment.config import (
     ExperimentConfig,
     _validate_plain,
     apply_override,
+    build_problem,
+    resolve_topology_paths,
     split_path,
 )
 
@@ -56,6 +60,7 @@ class RunConfig:
     record_every: float
     swept: dict[str, Any] = field(default_factory=dict)  # column → value (None: not applicable)
     resources: dict[str, float] = field(default_factory=dict)
+    base_dir: str | None = None  # folder that relative file paths resolve against (not part of the run id)
 
     @property
     def variant(self) -> str:
@@ -82,15 +87,13 @@ class RunConfig:
         }
 
     def build_spec(self) -> Any:
-        """The :class:`~fedopt.engines.base.RunSpec` (problem data from the seed's ``"problem"`` stream)."""
+        """The :class:`~fedopt.engines.base.RunSpec` (the problem as :func:`~fedopt.experiment.config.build_problem`
+        builds it: from ``problem.seed`` when given, else from the run seed's ``"problem"`` stream)."""
         from fedopt.algorithms.base import make_algorithm
-        from fedopt.core.rng import RngStreams
         from fedopt.engines.base import RunSpec, StopCriteria
-        from fedopt.problems.base import problem_factory
 
-        params = {k: v for k, v in self.problem.items() if k != "name"}
-        problem = problem_factory(self.problem["name"])(**params, rng=RngStreams(self.seed)["problem"])
-        topology = resolve_topology_ref(self.topology)
+        problem = build_problem(self.problem, self.seed, self.base_dir)
+        topology = resolve_topology_ref(resolve_topology_paths(self.topology, self.base_dir))
         algorithm = make_algorithm(self.algorithm, **self.params)
         return RunSpec(
             run_id=self.run_id,
@@ -118,20 +121,10 @@ def _short(v: Any) -> str:
 
 
 def resolve_topology_ref(ref: Any) -> Any:
-    """A :class:`~fedopt.topology.graph.Topology` (or time-varying sequence) from a reference."""
-    try:
-        from fedopt.topology.spec import resolve_topology
-    except ModuleNotFoundError as exc:
-        if exc.name != "fedopt.topology.spec":
-            raise
-        try:
-            from fedopt.topology.generators import make_topology
-        except ModuleNotFoundError:
-            raise ValueError("topologies cannot be resolved: fedopt.topology.spec is missing from this install") from None
-        if isinstance(ref, dict):
-            ref = dict(ref)
-            return make_topology(ref.pop("name"), **ref)
-        return make_topology(ref)
+    """A :class:`~fedopt.topology.graph.Topology` (or time-varying sequence) from a reference
+    (file paths in it as they are: see :func:`~fedopt.experiment.config.resolve_topology_paths`)."""
+    from fedopt.topology.spec import resolve_topology
+
     return resolve_topology(ref)
 
 
@@ -249,7 +242,7 @@ def expand(cfg: ExperimentConfig, check_topologies: bool = True) -> list[RunConf
                     key = json.dumps(ref, sort_keys=True, default=str)
                     if key not in resolved:
                         try:
-                            resolved[key] = _n_nodes(resolve_topology_ref(ref))
+                            resolved[key] = _n_nodes(resolve_topology_ref(resolve_topology_paths(ref, cfg.base_dir)))
                         except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
                             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
                             raise ConfigError(f"config: topology.{ti}: {msg}") from None
@@ -281,6 +274,7 @@ def expand(cfg: ExperimentConfig, check_topologies: bool = True) -> list[RunConf
                     record_every=float(pt.record.every),
                     swept=swept,
                     resources=pt.resources.model_dump(),
+                    base_dir=cfg.base_dir,
                 )
                 for seed in pt.seeds:
                     content = {**proto.content(), "seed": seed}

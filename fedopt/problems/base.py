@@ -23,6 +23,24 @@ from fedopt.core.meter import Meter
 _PROBLEMS: dict[str, Callable[..., "Problem"]] = {}
 
 
+class ProblemParamError(ValueError):
+    """A bad parameter of a problem factory; ``key`` is its path among the factory's
+    parameters (``"d"``, ``"data.d"``, ``"partition.alpha"``; ``""`` for the whole
+    mapping), so that a config can name ``problem.<key>``. The message is unchanged."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def param_error(prefix: str, exc: ValueError) -> ProblemParamError:
+    """``exc`` as a :class:`ProblemParamError` under ``prefix``: ``"data"`` and an error
+    keyed ``"d"`` give ``"data.d"``; an unkeyed error gets ``prefix`` itself."""
+    inner = exc.key if isinstance(exc, ProblemParamError) else ""
+    key = ".".join(k for k in (prefix, inner) if k)
+    return ProblemParamError(key, str(exc))
+
+
 def register_problem(name: str) -> Callable[[Callable[..., "Problem"]], Callable[..., "Problem"]]:
     """Register a problem factory under ``name`` (used by experiment configs)."""
 

@@ -34,19 +34,26 @@ import numpy as np
 from scipy.special import expit
 
 from fedopt.core.arrays import FloatArray
+from fedopt.problems.base import ProblemParamError
 
 Dataset = tuple[FloatArray, FloatArray]
 
 _SOURCES: dict[str, Callable[..., Dataset]] = {}
+_PATH_KEYS: dict[str, tuple[str, ...]] = {}
 
 
-def register_source(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Register a data source under ``name`` (the ``source`` key of a data spec)."""
+def register_source(
+    name: str, paths: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a data source under ``name`` (the ``source`` key of a data spec);
+    ``paths`` names its parameters that are file paths (an experiment config
+    resolves them against the config file's folder)."""
 
     def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in _SOURCES:
             raise ValueError(f"data source {name!r} registered twice")
         _SOURCES[name] = fn
+        _PATH_KEYS[name] = tuple(paths)
         return fn
 
     return deco
@@ -54,6 +61,11 @@ def register_source(name: str) -> Callable[[Callable[..., Dataset]], Callable[..
 
 def available_sources() -> list[str]:
     return sorted(_SOURCES)
+
+
+def source_path_keys(source: str) -> tuple[str, ...]:
+    """The parameters of data source ``source`` that are file paths (none for an unknown source)."""
+    return _PATH_KEYS.get(source, ())
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -75,7 +87,7 @@ def _generator(seed: int, rng: np.random.Generator | None) -> np.random.Generato
 def _check_positive(source: str, **values: int) -> None:
     for key, v in values.items():
         if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"data source {source!r}: {key} must be a positive integer, got {v!r}")
+            raise ProblemParamError(key, f"data source {source!r}: {key} must be a positive integer, got {v!r}")
 
 
 # ---- synthetic --------------------------------------------------------------------
@@ -120,7 +132,7 @@ def synthetic_regression(
     """
     _check_positive("synthetic", n_samples=n_samples, d=d)
     if noise < 0:
-        raise ValueError(f"data source 'synthetic': noise must be >= 0, got {noise!r}")
+        raise ProblemParamError("noise", f"data source 'synthetic': noise must be >= 0, got {noise!r}")
     g = _generator(seed, rng)
     w_true = g.normal(size=d) / np.sqrt(d)
     a = g.normal(size=(n_samples, d))
@@ -150,7 +162,9 @@ def synthetic(
         return synthetic_classification(n_samples, d, seed, rng, signal=signal)
     if task == "regression":
         return synthetic_regression(n_samples, d, seed, rng, noise=noise)
-    raise ValueError(f"data source 'synthetic': unknown task {task!r}; choose one of: {', '.join(_SYNTHETIC_TASKS)}")
+    raise ProblemParamError(
+        "task", f"data source 'synthetic': unknown task {task!r}; choose one of: {', '.join(_SYNTHETIC_TASKS)}"
+    )
 
 
 # ---- scikit-learn bundled sets --------------------------------------------------
@@ -197,12 +211,13 @@ def sklearn_dataset(
     try:
         loader_name, is_classification = _SKLEARN_SETS[name]
     except KeyError:
-        raise ValueError(
-            f"data source 'sklearn': unknown name {name!r}; choose one of: {', '.join(_SKLEARN_SETS)}"
+        raise ProblemParamError(
+            "name", f"data source 'sklearn': unknown name {name!r}; choose one of: {', '.join(_SKLEARN_SETS)}"
         ) from None
     if binary is not None and binary not in _BINARY_MODES:
-        raise ValueError(
-            f"data source 'sklearn': unknown binary {binary!r}; choose one of: {', '.join(_BINARY_MODES)} (or omit it)"
+        raise ProblemParamError(
+            "binary",
+            f"data source 'sklearn': unknown binary {binary!r}; choose one of: {', '.join(_BINARY_MODES)} (or omit it)",
         )
     try:
         import sklearn.datasets as skd
@@ -215,17 +230,23 @@ def sklearn_dataset(
         features = standardize(features)
     if binary is not None:
         if not is_classification:
-            raise ValueError(f"data source 'sklearn': binary applies to classification sets; {name!r} is a regression set")
+            raise ProblemParamError(
+                "binary", f"data source 'sklearn': binary applies to classification sets; {name!r} is a regression set"
+            )
         classes = np.unique(labels)
         if positive_class not in classes:
-            raise ValueError(
+            raise ProblemParamError(
+                "positive_class",
                 f"data source 'sklearn': positive_class {positive_class!r} is not a class of {name!r}; "
                 f"choose one of: {', '.join(str(int(c)) for c in classes)}"
             )
         labels = (labels == positive_class).astype(np.float64)
     if standardize_target:
         if is_classification:
-            raise ValueError(f"data source 'sklearn': standardize_target applies to regression sets; {name!r} is not one")
+            raise ProblemParamError(
+                "standardize_target",
+                f"data source 'sklearn': standardize_target applies to regression sets; {name!r} is not one",
+            )
         labels = (labels - labels.mean()) / labels.std()
     return features, labels
 
@@ -266,7 +287,7 @@ def _first_bad_line(path: str) -> tuple[int, str, str] | None:
     return None
 
 
-@register_source("libsvm")
+@register_source("libsvm", paths=("path",))
 def load_libsvm(
     path: str | os.PathLike[str],
     n_features: int | None = None,
@@ -319,24 +340,30 @@ def load_dataset(spec: Mapping[str, Any], rng: np.random.Generator | None = None
     ``rng`` (the caller's data stream), else seed 0.
     """
     if not isinstance(spec, Mapping):
-        raise ValueError(f"data: expected a mapping with a 'source' key, got {spec!r}")
+        raise ProblemParamError("", f"data: expected a mapping with a 'source' key, got {spec!r}")
     if "source" not in spec:
-        raise ValueError(f"data: missing key 'source'; choose one of: {', '.join(available_sources())}")
+        raise ProblemParamError(
+            "source", f"data: missing key 'source'; choose one of: {', '.join(available_sources())}"
+        )
     source = spec["source"]
     fn = _SOURCES.get(source)
     if fn is None:
-        raise ValueError(f"data: unknown source {source!r}; choose one of: {', '.join(available_sources())}")
+        raise ProblemParamError(
+            "source", f"data: unknown source {source!r}; choose one of: {', '.join(available_sources())}"
+        )
     params = inspect.signature(fn).parameters
     allowed = [p for p in params if p != "rng"]
     kwargs = {k: v for k, v in spec.items() if k != "source"}
     for key in kwargs:
         if key not in allowed:
-            raise ValueError(f"data (source {source!r}): unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+            raise ProblemParamError(
+                key, f"data (source {source!r}): unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+            )
     required = [
         p.name for p in params.values() if p.default is inspect.Parameter.empty and p.name not in kwargs and p.name != "rng"
     ]
     if required:
-        raise ValueError(f"data (source {source!r}): missing key {required[0]!r}")
+        raise ProblemParamError(required[0], f"data (source {source!r}): missing key {required[0]!r}")
     if "rng" in params and "seed" not in kwargs and rng is not None:
         kwargs["rng"] = rng
     return fn(**kwargs)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import expit
 
 from fedopt.core.arrays import FloatArray, IntArray
-from fedopt.problems.base import Problem, register_problem
+from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
 from fedopt.problems.data import load_dataset
 from fedopt.problems.partition import Partition, make_partition
 
@@ -73,7 +73,7 @@ class EmpiricalProblem(Problem):
         if not np.isfinite(Xd).all() or not np.isfinite(y).all():
             raise ValueError(f"{name}: data contain NaN or inf")
         if not (np.isfinite(reg) and reg >= 0):
-            raise ValueError(f"{name}: reg must be >= 0, got {reg!r}")
+            raise ProblemParamError("reg", f"{name}: reg must be >= 0, got {reg!r}")
         self.n, m_max, self.d = Xd.shape
         valid = np.arange(m_max)[None, :] < m[:, None]
         self.Xd = Xd * valid[:, :, None]
@@ -450,15 +450,28 @@ def _build(
     **kwargs: Any,
 ) -> _E:
     if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{cls.__name__}: n must be a positive integer, got {n!r}")
+        raise ProblemParamError("n", f"{cls.__name__}: n must be a positive integer, got {n!r}")
     rng = np.random.default_rng(seed) if rng is None else rng
     data_rng, part_rng = rng.spawn(2)  # independent: re-partitioning never moves the data
     if isinstance(data, tuple):
         features, labels = data
     else:
-        features, labels = load_dataset(data, rng=data_rng)
-    part = make_partition(labels, n, partition, part_rng)
-    return cls.from_partition(features, labels, part, bias=bias, **kwargs)
+        try:
+            features, labels = load_dataset(data, rng=data_rng)
+        except ValueError as exc:
+            raise param_error("data", exc) from exc
+    if len(labels) < n:
+        raise ProblemParamError("n", f"{cls.__name__}: {n} nodes but the data hold only {len(labels)} samples")
+    try:
+        part = make_partition(labels, n, partition, part_rng)
+    except ValueError as exc:
+        raise param_error("partition", exc) from exc
+    try:
+        return cls.from_partition(features, labels, part, bias=bias, **kwargs)
+    except ProblemParamError:
+        raise
+    except ValueError as exc:  # labels that do not suit the loss, non-finite data
+        raise param_error("data", exc) from exc
 
 
 @register_problem("least_squares")
@@ -544,6 +557,12 @@ def fedavg_anchor(n: int = 100, samples_per_node: int = 200, d: int = 100, seed:
     """Unregularized logistic regression on :func:`fedavg_anchor_data` (no bias term):
     ``f_i`` is the mean logistic loss of node ``i``'s ``samples_per_node`` samples.
     The defaults reproduce the FedAvg anchor benchmark (100 clients × 200 samples,
-    d = 100, seed 12345)."""
+    d = 100, seed 12345). The data depend on ``seed`` only (there is no ``rng``):
+    every run of an experiment gets the same data whatever its own seed."""
+    for key, value in (("n", n), ("samples_per_node", samples_per_node), ("d", d)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ProblemParamError(key, f"fedavg_anchor: {key} must be a positive integer, got {value!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ProblemParamError("seed", f"fedavg_anchor: seed must be a non-negative integer, got {seed!r}")
     X, Y = fedavg_anchor_data(n, samples_per_node, d, seed)
     return Logistic(X, Y, np.full(n, samples_per_node, dtype=np.int64), reg=0.0)

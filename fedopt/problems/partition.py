@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.problems.base import ProblemParamError
 
 #: Labels with more distinct values than this are treated as regression targets.
 MAX_CLASSES = 100
@@ -114,10 +115,15 @@ def label_sorted(labels: np.ndarray, n: int, rng: np.random.Generator, shards_pe
     N = len(labels)
     _check_sizes(N, n, "label_sorted")
     if not isinstance(shards_per_node, (int, np.integer)) or shards_per_node < 1:
-        raise ValueError(f"partition 'label_sorted': shards_per_node must be a positive integer, got {shards_per_node!r}")
+        raise ProblemParamError(
+            "shards_per_node",
+            f"partition 'label_sorted': shards_per_node must be a positive integer, got {shards_per_node!r}",
+        )
     n_shards = n * shards_per_node
     if N < n_shards:
-        raise ValueError(f"partition 'label_sorted': {N} samples cannot fill {n_shards} shards")
+        raise ProblemParamError(
+            "shards_per_node", f"partition 'label_sorted': {N} samples cannot fill {n_shards} shards"
+        )
     perm = rng.permutation(N)
     order = perm[np.argsort(np.asarray(labels)[perm], kind="stable")]
     shards = np.array_split(order, n_shards)
@@ -143,7 +149,7 @@ def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, alpha: float
     N = len(labels)
     _check_sizes(N, n, "dirichlet")
     if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"partition 'dirichlet': alpha must be positive, got {alpha!r}")
+        raise ProblemParamError("alpha", f"partition 'dirichlet': alpha must be positive, got {alpha!r}")
     cls = class_ids(labels)
     n_classes = int(cls.max()) + 1
     owner = np.empty(N, dtype=np.int64)
@@ -168,7 +174,7 @@ def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, alpha: float
 def feature_scales(n: int, s: float, rng: np.random.Generator) -> FloatArray:
     """Per-node feature scale factors drawn log-uniformly in ``[1/s, s]`` (``s ≥ 1``)."""
     if not (np.isfinite(s) and s >= 1):
-        raise ValueError(f"partition: feature_scale must be a number >= 1, got {s!r}")
+        raise ProblemParamError("feature_scale", f"partition: feature_scale must be a number >= 1, got {s!r}")
     if s == 1:
         return np.ones(n)
     return np.exp(rng.uniform(-np.log(s), np.log(s), size=n))
@@ -203,18 +209,24 @@ def make_partition(
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, Mapping):
-        raise ValueError(f"partition: expected a kind name or a mapping with key 'kind', got {spec!r}")
+        raise ProblemParamError("", f"partition: expected a kind name or a mapping with key 'kind', got {spec!r}")
     if "kind" not in spec:
-        raise ValueError(f"partition: missing key 'kind'; choose one of: {', '.join(available_partitions())}")
+        raise ProblemParamError(
+            "kind", f"partition: missing key 'kind'; choose one of: {', '.join(available_partitions())}"
+        )
     kind = spec["kind"]
     fn = _KINDS.get(kind)
     if fn is None:
-        raise ValueError(f"partition: unknown kind {kind!r}; choose one of: {', '.join(available_partitions())}")
+        raise ProblemParamError(
+            "kind", f"partition: unknown kind {kind!r}; choose one of: {', '.join(available_partitions())}"
+        )
     params = [p for p in inspect.signature(fn).parameters if p not in ("labels", "n", "rng")]
     allowed = ["kind", *params, "feature_scale"]
     for key in spec:
         if key not in allowed:
-            raise ValueError(f"partition (kind {kind!r}): unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+            raise ProblemParamError(
+                key, f"partition (kind {kind!r}): unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+            )
     kwargs = {k: spec[k] for k in params if k in spec}
     indices = fn(np.asarray(labels), n, rng, **kwargs)
     scales = feature_scales(n, float(spec.get("feature_scale", 1.0)), rng)

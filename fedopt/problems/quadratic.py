@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
-from fedopt.problems.base import Problem, register_problem
+from fedopt.problems.base import Problem, ProblemParamError, register_problem
 
 
 class Quadratic(Problem):
@@ -67,10 +67,13 @@ def random_quadratic(
         linear terms ``b_i = b + heterogeneity · δ_i``.
     seed / rng : randomness (the experiment passes its ``"problem"`` stream).
     """
-    if not (0 < mu <= L):
-        raise ValueError(f"quadratic: need 0 < mu <= L, got mu={mu}, L={L}")
-    if n < 1 or d < 1:
-        raise ValueError(f"quadratic: n and d must be positive, got n={n}, d={d}")
+    if not 0 < mu:
+        raise ProblemParamError("mu", f"quadratic: need 0 < mu <= L, got mu={mu}, L={L}")
+    if not mu <= L:
+        raise ProblemParamError("L", f"quadratic: need 0 < mu <= L, got mu={mu}, L={L}")
+    for key, value in (("n", n), ("d", d)):
+        if value < 1:
+            raise ProblemParamError(key, f"quadratic: n and d must be positive, got n={n}, d={d}")
     rng = np.random.default_rng(seed) if rng is None else rng
     spectra = rng.uniform(mu, L, size=(n, d))
     spectra[:, 0] = mu

@@ -106,15 +106,25 @@ class ShardWorker:
 
     @staticmethod
     def _device() -> str:
-        """``"cuda"`` when Ray gave this actor a GPU and torch sees it, else ``"cpu"``."""
-        if not os.environ.get("CUDA_VISIBLE_DEVICES"):
-            return "cpu"
-        try:
-            import torch
+        """``"cuda"`` when Ray gave this actor a GPU, ``"cpu"`` when it gave none (or the
+        worker runs outside Ray). A GPU that Ray gave but torch cannot use (a CPU build
+        of torch, a driver mismatch) is an error naming the GPU and torch, not a quiet
+        switch to the CPU that would hold the GPU idle."""
+        import ray  # (imported here: this module does not need Ray otherwise)
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:  # pragma: no cover - torch is a dependency
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+        if not gpus:
             return "cpu"
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"ray engine: Ray gave this actor GPU {', '.join(map(str, gpus))} (num_gpus_per_actor > 0) "
+                f"but torch {torch.__version__} cannot use it (torch.cuda.is_available() is False; "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}): install a CUDA build "
+                "of torch on this node, or set num_gpus_per_actor: 0"
+            )
+        return "cuda"
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "nodes": int(len(self.nodes))}
