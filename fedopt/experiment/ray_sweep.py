@@ -44,8 +44,13 @@ class Resources:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:port"``) or, without
-    one, start a private local instance bound to localhost (dashboard off).
+    """Join the Ray cluster at ``address`` (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``) or,
+    without one, start a private local instance (dashboard off).
+
+    A token-authenticated cluster (Ray's default for ``ray start --head``) gets the token
+    that :func:`fedopt.engines.ray.cluster.join_cluster` finds (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token`` for a cluster on this machine); a
+    failed join is a :class:`ValueError` with one line that says what to set.
 
     Returns True when this call started or joined Ray (the caller then calls
     ``ray.shutdown()``); False when Ray was already initialized in this process.
@@ -60,10 +65,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
                  _node_ip_address="127.0.0.1", log_to_driver=False)
     else:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as exc:
-            raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+        from fedopt.engines.ray.cluster import join_cluster
+
+        join_cluster(address, key="--address", log_to_driver=False)
     return True
 
 

@@ -61,6 +61,7 @@ from fedopt.core.levels import schedule_levels
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.trace import checkpoint_row
 from fedopt.engines.base import Engine, RunResult, RunSpec, Simulation, divergence_message
+from fedopt.engines.ray.cluster import join_cluster
 from fedopt.engines.ray.events import plan_block
 from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of
 from fedopt.engines.ray.worker import ShardWorker, topology_for_period
@@ -373,7 +374,9 @@ class RayEngine(Engine):
     num_cpus_per_actor, num_gpus_per_actor : float
         Ray resources each actor reserves (fractions allowed).
     address : str, optional
-        Ray cluster to join (``"auto"``, ``"ray://host:port"``); default: the
+        Ray cluster to join (``"auto"``, ``"host:port"``, ``"ray://host:port"``; a
+        token-authenticated cluster gets its token as in
+        :func:`~fedopt.engines.ray.cluster.join_cluster`); default: the
         running Ray instance, or a new local one (dashboard off, bound to localhost).
     max_restarts : int
         Lost actors a run may recover from before it is marked ``status="error"``.
@@ -402,10 +405,10 @@ class RayEngine(Engine):
     def _ensure_pool(self) -> ActorPool:
         if self._pool is None:
             if not ray.is_initialized():
-                kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
                 if self.address is None:
-                    kw["dashboard_host"] = "127.0.0.1"
-                ray.init(address=self.address, **kw)
+                    ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+                else:  # with the token a token-authenticated cluster asks for
+                    join_cluster(self.address, key="engine.address", log_to_driver=True)
                 self._owns_ray = True
             self._pool = ActorPool(self._pool_size(), self.num_cpus_per_actor, self.num_gpus_per_actor)
         return self._pool
