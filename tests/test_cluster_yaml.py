@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("ray")
-pytest.importorskip("jsonschema")
+import ray  # noqa: F401  (a dependency: a missing ray is a failure, not a skip)
+import jsonschema  # noqa: F401
 
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
 

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-pytest.importorskip("ray")
+import ray  # noqa: F401  (a dependency: a missing ray is a failure, not a skip)
 
 from fedopt.cli import main  # noqa: E402
 from fedopt.engines.ray.cluster import ClusterAuth, check_address, cluster_auth, join_error  # noqa: E402

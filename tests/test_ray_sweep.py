@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
+import ray  # noqa: F401  (a dependency: a missing ray is a failure, not a skip)
 
 from fedopt.experiment.ray_sweep import Resources, run_sequential  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Engines: where state lives and in what order handlers run (local, ray, mpi)."""
+"""Engines: where state lives and in what order handlers run (``local``, ``ray``)."""
 
 from fedopt.engines.base import Engine, RunResult, RunSpec, StopCriteria, available_engines, make_engine
 

@@ -39,11 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     again.add_argument("--overwrite", action="store_true",
                        help="replace the experiment in DIR: remove its results, per-run parts and plots first")
     run.add_argument("--address", metavar="ADDR",
-                     help="run every run as a Ray task on this cluster: auto (the cluster this machine belongs to) "
-                     "or ray://HOST:PORT (Ray Client); resources per run from the config's resources:")
+                     help="run every run as a Ray task on this cluster: auto (the cluster this machine belongs to), "
+                     "HOST:PORT (the head's GCS address) or ray://HOST:PORT (Ray Client); a token-authenticated cluster "
+                     "is joined as docs/ray.md describes; resources per run from the config's resources:")
     run.add_argument("--parallel", metavar="N", type=_positive_int,
                      help="runs at once (default: the config's parallel, else 1; with --address, as many as the "
-                     "cluster fits); more than 1 runs them as Ray tasks on a local Ray (bound to localhost)")
+                     "cluster fits); more than 1 runs them as Ray tasks on a private local Ray instance (no dashboard)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
 

@@ -72,9 +72,22 @@ def _version(dist: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    """HEAD of the git checkout the package sits in (None when it is not in one)."""
-    pkg = Path(__file__).resolve().parents[2]
+    """HEAD of the fedopt checkout the package is imported from (None for an installed package).
+
+    The commit is only reported when the repository's top level holds this very package
+    (``<top>/fedopt/__init__.py``): a wheel installed into a virtual environment that happens
+    to sit inside some other git checkout reports None, not that checkout's HEAD.
+    """
+    pkg = Path(__file__).resolve().parents[1]
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=pkg, capture_output=True, text=True,
+                             timeout=10)
+        if top.returncode != 0 or not top.stdout.strip():
+            return None
+        ours = pkg / "__init__.py"
+        theirs = Path(top.stdout.strip()) / "fedopt" / "__init__.py"
+        if not theirs.is_file() or not theirs.resolve().samefile(ours):
+            return None
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pkg, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -287,11 +300,11 @@ def run_experiment(
     refused (:func:`prepare_out_dir`). ``progress`` shows a progress bar when
     stdout is a terminal.
 
-    ``address`` (``"auto"``, ``"ray://host:port"``) runs every run as a Ray task on
+    ``address`` (``"auto"``, ``"host:port"``, ``"ray://host:port"``) runs every run as a Ray task on
     that cluster, with the config's ``resources``; ``parallel`` (default: the
     config's, else 1) is how many runs go at once: more than 1 without an address
-    runs them as Ray tasks on a local Ray instance started here (bound to
-    localhost, no dashboard), which is logged and recorded in the manifest's
+    runs them as Ray tasks on a private local Ray instance started here (no
+    dashboard), which is logged and recorded in the manifest's
     ``execution``. Each run's rows enter the table as it finishes.
     """
     from fedopt.engines.base import make_engine

@@ -46,10 +46,12 @@ class SpecError(ValueError):
 
 
 def spec_path(name: str | os.PathLike[str]) -> Path | None:
-    """The file a name refers to: an existing path, or the shipped spec ``NAME`` (``topologies/NAME.yaml``)."""
+    """The file a name refers to: a path (it ends in ``.yaml``/``.yml`` or has a folder part), or the
+    shipped spec ``NAME`` (``topologies/NAME.yaml``). A bare name is never taken from the working
+    directory, so a stray file called ``cycle`` cannot shadow the generator."""
     p = Path(name)
-    if p.is_file():
-        return p
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p if p.is_file() else None
     return topology_spec_path(str(name))
 
 

@@ -377,7 +377,7 @@ class RayEngine(Engine):
         Ray cluster to join (``"auto"``, ``"host:port"``, ``"ray://host:port"``; a
         token-authenticated cluster gets its token as in
         :func:`~fedopt.engines.ray.cluster.join_cluster`); default: the
-        running Ray instance, or a new local one (dashboard off, bound to localhost).
+        running Ray instance, or a new private local one (dashboard off).
     max_restarts : int
         Lost actors a run may recover from before it is marked ``status="error"``.
     fault_hook : callable, optional
