@@ -20,6 +20,10 @@ load; medians over ``--repeats`` are reported.
   Ray, Flower's default client resources) with ``--rounds R`` and with
   ``--rounds 1``; its own JSON gives the import of flwr, the call's total (Ray
   boot, actor pool, rounds, shutdown) and the client-side timestamps.
+* the anchor's vectorized numpy loop, ``numpy_fedavg.py --mode vectorized`` in this
+  interpreter (one process, all clients at once; no framework, the floor): its data
+  generation is its start-up, its first (warm-up) training the run with start-up,
+  the median of its 5 further trainings the run without;
 * fedopt: this file with ``--fedopt-half ENGINE`` in this interpreter. It times
   ``import fedopt`` (numpy already loaded, as on Flower's side), the problem's
   construction (the registered ``fedavg_anchor``: data generation), for ``ray``
@@ -192,6 +196,9 @@ def main() -> None:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.blas_threads), "OMP_NUM_THREADS": str(args.blas_threads),
            "MKL_NUM_THREADS": str(args.blas_threads)}
     flower = str(Path(args.bench_dir) / "flower_fedavg.py")
+    numpy_script = str(Path(args.bench_dir) / "numpy_fedavg.py")
+    if not Path(numpy_script).is_file():
+        sys.exit(f"--bench-dir: no numpy_fedavg.py in {args.bench_dir}")
     w_ref = anchor_reference(C, rounds)
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
@@ -205,6 +212,7 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     fl: dict[int, list[dict[str, Any]]] = {rounds: [], 1: []}
     fo: dict[str, list[dict[str, Any]]] = {e: [] for e in args.engines}
+    npy: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for r in (rounds, 1):
@@ -215,6 +223,12 @@ def main() -> None:
                 res["process_wall_s"] = wall
                 res["w"] = np.load(wf)
                 fl[r].append(res)
+            js, wf = Path(tmp) / f"numpy_{rep}.json", Path(tmp) / f"numpy_{rep}.npy"
+            launch([sys.executable, numpy_script, "--mode", "vectorized", "--out", str(js), "--save-weights", str(wf)],
+                   env, "numpy_fedavg.py")
+            res = json.loads(js.read_text())
+            res["w"] = np.load(wf)
+            npy.append(res)
             for e in args.engines:
                 js = Path(tmp) / f"fedopt_{e}_{rep}.json"
                 wall = launch([sys.executable, __file__, "--bench-dir", args.bench_dir, "--rounds", str(rounds),
@@ -240,6 +254,12 @@ def main() -> None:
     print(f"| Flower 1.42 `run_simulation` | {med([r['import_s'] for r in F]) + fl_start:.2f} | {fl_with:.2f} | "
           f"{updates / fl_with:,.0f} | {fl_steady:.2f} | {updates / fl_steady:,.0f} | {fl_proc:.2f} | "
           f"{updates / fl_proc:,.0f} | {err:.1e} |")
+    n_start = med([r["data_gen_s"] for r in npy])
+    n_with = med([r["data_gen_s"] + r["warmup_train_s"] for r in npy])
+    n_without = med([r["train_s_median"] for r in npy])
+    err = max(float(np.abs(r["w"] - w_ref).max()) for r in npy)
+    print(f"| anchor numpy, vectorized (one process) | {n_start:.2f} | {n_with:.3f} | {updates / n_with:,.0f} | "
+          f"{n_without:.4f} | {updates / n_without:,.0f} | — | — | {err:.1e} |")
     rows: dict[str, tuple[float, float, float]] = {}
     for e, R in fo.items():
         start = med([r["import_s"] + r["build_s"] + r["boot_s"] + r["cold_start_s"] + r["shutdown_s"] for r in R])
@@ -259,6 +279,9 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for e, (with_s, without, proc) in rows.items():
         print(f"| {e} | {fl_with / with_s:,.1f}× | {fl_steady / without:,.0f}× | {fl_proc / proc:,.1f}× |")
+    print()
+    print("fedopt / anchor numpy (the floor), without start-up (both: warm training loops): "
+          + ", ".join(f"{e} {n_without / without:.2f}×" for e, (_, without, _) in rows.items()))
     print()
     print("Parts (medians, s):")
     print()
