@@ -1,25 +1,32 @@
 """The ray engine against the local engine: FedAvg anchor workload, event-algorithm overhead, sweeps.
 
-    python benchmarks/ray_fedavg.py [--actors 2] [--repeats 3] [--bench-dir DIR] [--sweep-horizon T] [--skip-sweep]
+    python benchmarks/ray_fedavg.py [--actors 2] [--repeats 3] [--bench-dir DIR] [--sweep-horizon T]
+        [--sweep-repeats 1] [--skip-sweep]
 
 1. FedAvg on the anchor workload (100 clients x 200 samples, d = 100, logistic
-   regression, 5 local GD steps at lr 0.1, all clients, 20 rounds): client-updates/s
-   of the local engine and of the ray engine, both *including start-up* (for Ray:
-   ``ray.init``, actor creation, shipping the problem), and the largest difference
-   of the final weights from a plain vectorized numpy FedAvg (the reference).
-   The problem is the registered ``fedavg_anchor`` when it exists, else the same
-   workload defined here (the generator of the anchor benchmarks); the output says which.
-   With ``--bench-dir`` (or ``FEDOPT_BENCH_DIR``) naming the folder of the anchor
-   benchmark's ``fedavg_common.py``, the final weights are also compared with its own
-   per-client reference (``local_train`` in a loop over clients).
+   regression, 5 local GD steps at lr 0.1, all clients, 20 rounds): wall time of
+   ``engine.run(spec)`` on the local and on the ray engine, each after a first run
+   (warm runs on both sides: the ratio ray / local is on that basis), and the first
+   run of each separately (for Ray: ``ray.init``, actor creation, shipping the
+   problem: the start-up). The largest difference of the final weights from a plain
+   vectorized numpy FedAvg (the reference) is printed. The problem is the registered
+   ``fedavg_anchor`` when it exists, else the same workload defined here (the
+   generator of the anchor benchmarks); the output says which. With ``--bench-dir``
+   (or ``FEDOPT_BENCH_DIR``) naming the folder of the anchor benchmark's
+   ``fedavg_common.py``, the final weights are also compared with its own per-client
+   reference (``local_train`` in a loop over clients). Flower is compared in
+   ``flower_anchor.py``.
 2. Overhead of the ray engine on event-based algorithms (``dadao`` when registered,
-   and ``gossip_sgd``) on a random geometric graph: wall time of ray / local.
+   and ``gossip_sgd``) on a random geometric graph: wall time of ray / local, both
+   warm (one untimed run on each side first), interleaved.
 3. A sweep of 24 small runs through ``fedopt run`` (:func:`run_experiment`): one after
-   the other in this process vs ``parallel: 2`` as Ray tasks (1 CPU each), the latter
+   the other in a warmed process vs ``parallel: 2`` as Ray tasks (1 CPU each), the latter
    both including Ray's start-up (what ``fedopt run --parallel 2`` costs) and on an
-   already running Ray (what a cluster, or a long sweep, sees).
+   already running Ray with warmed workers (what a cluster, or a long sweep, sees).
 
-Timings are medians of ``--repeats``. Other processes on the machine change them.
+Timings are medians of ``--repeats`` (the sweep's: of ``--sweep-repeats``). Other
+processes on the machine change them; the load average is printed at the start and
+the end.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import platform
 import statistics
 import time
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -100,6 +108,7 @@ def fedavg_spec(prob: Problem) -> RunSpec:
 
 
 def bench_fedavg(actors: int, repeats: int, bench_dir: str | None = None) -> list[str]:
+    """Local vs ray on the anchor workload: warm runs (median of ``repeats``) on both sides, plus start-up."""
     import ray
 
     prob, source = anchor_problem()
@@ -107,39 +116,54 @@ def bench_fedavg(actors: int, repeats: int, bench_dir: str | None = None) -> lis
     w_common, common_src = fedavg_common_reference(bench_dir)
     updates = K * ROUNDS
     out = [f"Problem: {source}."]
-    local_t, ray_t, ray_warm = [], [], []
+    # local: the first run of the process (lazy imports, first-call costs), then warm runs
+    t0 = time.perf_counter()
+    res = make_engine("local").run(fedavg_spec(prob))
+    local_first = time.perf_counter() - t0
+    local_t = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         res = make_engine("local").run(fedavg_spec(prob))
         local_t.append(time.perf_counter() - t0)
-        err_local = float(np.abs(res.final_state["server"] - w_ref).max())
-        res_local_w = np.asarray(res.final_state["server"])
+        assert res.status == "ok", res.message
+    res_local_w = np.asarray(res.final_state["server"])
+    err_local = float(np.abs(res_local_w - w_ref).max())
+    # ray: start-up (ray.init + actors + the first run, which ships the problem), then warm runs on the same pool
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    t_init = time.perf_counter() - t0
+    eng = make_engine("ray", num_actors=actors, num_cpus_per_actor=0.5)
+    res = eng.run(fedavg_spec(prob))
+    ray_first = time.perf_counter() - t0
+    ray_t = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        eng = make_engine("ray", num_actors=actors, num_cpus_per_actor=0.5)
         res = eng.run(fedavg_spec(prob))
         ray_t.append(time.perf_counter() - t0)
-        t1 = time.perf_counter()
-        res2 = eng.run(fedavg_spec(prob))  # the pool is warm: no actor start-up
-        ray_warm.append(time.perf_counter() - t1)
-        err_ray = float(np.abs(res.final_state["server"] - w_ref).max())
-        assert res.status == res2.status == "ok", res.message
-        eng.close()
-        ray.shutdown()
-    lm, rm, wm = statistics.median(local_t), statistics.median(ray_t), statistics.median(ray_warm)
+        assert res.status == "ok", res.message
+    res_ray_w = np.asarray(res.final_state["server"])
+    err_ray = float(np.abs(res_ray_w - w_ref).max())
+    eng.close()
+    ray.shutdown()
+    lm, rm = statistics.median(local_t), statistics.median(ray_t)
     if w_common is not None:
         out.append(f"Reference: {common_src}; max abs diff of the final weights from it: "
-                   f"local {np.abs(res_local_w - w_common).max():.1e}, ray {np.abs(res.final_state['server'] - w_common).max():.1e}, "
+                   f"local {np.abs(res_local_w - w_common).max():.1e}, ray {np.abs(res_ray_w - w_common).max():.1e}, "
                    f"numpy reference {np.abs(w_ref - w_common).max():.1e}.")
     else:
         out.append(f"Reference: {common_src}.")
     out += [
-        "| engine | wall s (20 rounds, incl. start-up) | client-updates/s | max abs diff of final weights vs numpy reference |",
-        "|---|---|---|---|",
-        f"| local | {lm:.3f} | {updates / lm:,.0f} | {err_local:.1e} |",
-        f"| ray, {actors} actors (ray.init + actors + run) | {rm:.2f} | {updates / rm:,.0f} | {err_ray:.1e} |",
-        f"| ray, {actors} actors, warm pool (run only) | {wm:.3f} | {updates / wm:,.0f} | (same) |",
+        f"Each run: `engine.run(spec)`, {ROUNDS} rounds with checkpoint rows at rounds 0 and {ROUNDS}. "
+        f"Warm runs: median of {repeats}, after a first run on each side.",
+        "",
+        "| engine | first run in the process s (incl. start-up) | warm run s | client-updates/s (warm) "
+        "| max abs diff of final weights vs numpy reference |",
+        "|---|---:|---:|---:|---:|",
+        f"| local | {local_first:.3f} | {lm:.3f} | {updates / lm:,.0f} | {err_local:.1e} |",
+        f"| ray, {actors} actors | {ray_first:.2f} (ray.init {t_init:.2f}) | {rm:.3f} | {updates / rm:,.0f} "
+        f"| {err_ray:.1e} |",
+        "",
+        f"ray / local, warm runs on both sides: {rm / lm:.2f}x the wall time.",
     ]
     return out
 
@@ -162,6 +186,8 @@ def bench_events(actors: int, repeats: int, n: int = 100, horizon: float = 20.0)
     out = [
         f"Event-based algorithms, n = {n} (random geometric graph, {top.m} edges), d = 10, simulated time {horizon:g}:",
         "",
+        f"Warm runs on both sides (one untimed run each first), median of {repeats}, interleaved:",
+        "",
         "| algorithm | events | local s | ray s (warm pool) | ray / local | cut edges | same rows (1e-9) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -173,6 +199,8 @@ def bench_events(actors: int, repeats: int, n: int = 100, horizon: float = 20.0)
     for name in names:
         def spec() -> RunSpec:
             return RunSpec(name, prob, top, make_algorithm(name), 3, StopCriteria(time=horizon), record_every=horizon / 4)
+        make_engine("local").run(spec())  # warm-up: numba compiles in this process
+        eng.run(spec())  # warm-up: the actors import and compile
         lt, rt = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -219,13 +247,15 @@ def bench_sweep(horizon: float, repeats: int) -> list[str]:
     from fedopt.experiment.runner import run_experiment
 
     cfg = parse_config({**SWEEP_CONFIG, "stop": {"time": horizon}})
+    short = parse_config({**SWEEP_CONFIG, "stop": {"time": horizon / 100}})  # warm-ups: same code paths
 
-    def once(parallel: int | None) -> tuple[float, pd.DataFrame]:
+    def once(parallel: int | None, c: Any = cfg) -> tuple[float, pd.DataFrame]:
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            df = run_experiment(cfg, d, parallel=parallel, progress=False, plots=False)
+            df = run_experiment(c, d, parallel=parallel, progress=False, plots=False)
             return time.perf_counter() - t0, df
 
+    once(None, short)  # warm-up: numba compiles in this process
     seq, cold, warm = [], [], []
     for _ in range(repeats):
         t, ref = once(None)
@@ -237,7 +267,7 @@ def bench_sweep(horizon: float, repeats: int) -> list[str]:
         assert np.allclose(par[num].to_numpy(float, na_value=np.nan), ref[num].to_numpy(float, na_value=np.nan),
                            rtol=1e-9, atol=1e-12, equal_nan=True)
     connect(num_cpus=2)
-    once(2)  # workers import fedopt once
+    once(2, short)  # warm-up: the workers import fedopt and compile once
     for _ in range(repeats):
         warm.append(once(2)[0])
     t0 = time.perf_counter()
@@ -250,7 +280,8 @@ def bench_sweep(horizon: float, repeats: int) -> list[str]:
     return [
         f"Sweep of {runs} runs through run_experiment (gossip_sgd, quadratic n = 60, d = 10, 3 topologies x "
         f"2 step sizes x 4 seeds, simulated time {horizon:g}, {s / runs:.2f} s per run sequentially); "
-        f"ray.init alone: {t_init:.1f} s:",
+        f"ray.init alone: {t_init:.1f} s. Sequential: a warmed process; Ray: median of {repeats} each, "
+        "starting Ray every time, and on a running Ray with warmed workers:",
         "",
         "| mode | wall s | speed-up vs sequential |",
         "|---|---|---|",
@@ -280,11 +311,14 @@ def fedavg_common_reference(bench_dir: str | None) -> tuple[FloatArray | None, s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--actors", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
+    ap.add_argument("--actors", type=int, default=2, help="actors of the ray engine")
+    ap.add_argument("--repeats", type=int, default=3, help="warm runs per engine (median)")
     ap.add_argument("--bench-dir", help="folder of the anchor benchmark's fedavg_common.py (or FEDOPT_BENCH_DIR)")
-    ap.add_argument("--sweep-horizon", type=float, default=2500.0, help="simulated time of each sweep run")
+    ap.add_argument("--sweep-horizon", type=float, default=1000.0, help="simulated time of each sweep run")
+    ap.add_argument("--sweep-repeats", type=int, default=1, help="repeats of each sweep mode (median)")
     ap.add_argument("--skip-sweep", action="store_true")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
@@ -297,8 +331,9 @@ def main() -> None:
         print(line)
     if not args.skip_sweep:
         print()
-        for line in bench_sweep(args.sweep_horizon, args.repeats):
+        for line in bench_sweep(args.sweep_horizon, args.sweep_repeats):
             print(line)
+    print(f"\nLoad average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
