@@ -119,3 +119,13 @@ def test_resolve_time_varying_config_entry() -> None:
     assert isinstance(tv, TimeVaryingTopology)
     assert resolve_topology(tv) is tv
     assert tv.period > 0 and tv.at(0.0).n == 20
+
+
+def test_a_bare_name_is_never_read_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stray file called ``cycle`` in the working directory does not shadow the generator."""
+    from fedopt.topology.spec import resolve_topology
+
+    (tmp_path / "cycle").write_text("n: 3\nedges: [[0, 1]]\n")
+    monkeypatch.chdir(tmp_path)
+    top = resolve_topology({"name": "cycle", "n": 6})
+    assert (top.n, top.m) == (6, 6)
