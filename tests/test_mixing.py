@@ -12,7 +12,7 @@ from fedopt.engines.base import RunSpec, Simulation, StopCriteria
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology import spectral
 from fedopt.topology.graph import Topology
-from fedopt.topology.mixing import mixing_matrix
+from fedopt.topology.mixing import metropolis_weights, mixing_matrix
 from fedopt.topology.spec import resolve_topology
 
 BARBELL = Topology.from_networkx("barbell", nx.barbell_graph(6, 2))
@@ -23,8 +23,16 @@ def _slem(W: np.ndarray) -> float:
     return 1.0 - spectral.spectral_gap(W)
 
 
-def test_metropolis_matches_spectral_helper() -> None:
-    np.testing.assert_allclose(mixing_matrix(BARBELL, "metropolis"), spectral.metropolis_weights(BARBELL), atol=1e-15)
+def test_metropolis_matches_the_formula() -> None:
+    # independent: W_ij = 1/(1 + max(d_i, d_j)) on edges, W_ii = 1 − Σ_j W_ij, from networkx degrees
+    g = nx.barbell_graph(6, 2)
+    W = np.zeros((g.number_of_nodes(),) * 2)
+    for i, j in g.edges():
+        W[i, j] = W[j, i] = 1.0 / (1 + max(g.degree(i), g.degree(j)))
+    W[np.diag_indices_from(W)] = 1.0 - W.sum(axis=1)
+    np.testing.assert_allclose(mixing_matrix(BARBELL, "metropolis"), W, atol=1e-15)
+    np.testing.assert_allclose(metropolis_weights(BARBELL), W, atol=1e-15)
+    np.testing.assert_allclose(metropolis_weights(BARBELL, sparse=True).toarray(), W, atol=1e-15)
 
 
 @pytest.mark.parametrize("top", [BARBELL, LOLLIPOP], ids=lambda t: t.name)

@@ -12,11 +12,12 @@ import reference_spectral as ref_spec
 from fedopt.topology.generators import (
     available_topologies,
     make_topology,
+    random_geometric_sequence,
     register_topology,
     topology_params,
 )
 from fedopt.topology.graph import Topology
-from fedopt.topology.time_varying import TimeVaryingTopology, random_geometric_sequence
+from fedopt.topology.time_varying import TimeVaryingTopology
 
 N = 16
 

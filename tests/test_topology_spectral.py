@@ -10,12 +10,12 @@ import reference_spectral as ref_spec
 
 from fedopt.topology import spectral
 from fedopt.topology.generators import make_topology
+from fedopt.topology.mixing import metropolis_weights
 from fedopt.topology.spectral import (
     chi1,
     chi2,
     effective_resistances,
     lambda2,
-    metropolis_weights,
     normalized_laplacian_rate,
     spectral_gap,
     summarize,

@@ -22,6 +22,15 @@ import numpy as np
 NODE_COUNTERS = ("grad_evals", "queries", "local_steps", "messages_sent", "floats_sent")
 
 
+def message_seconds(latency: np.ndarray | float, bandwidth: np.ndarray | float, nbytes: float) -> np.ndarray:
+    """The link-cost model: seconds to send ``nbytes`` bytes over links of the given
+    latency (seconds) and bandwidth (bytes per second), ``latency + nbytes / bandwidth``.
+
+    The :class:`Channel` sums it over every message; the rate problems price an edge with
+    it through :mod:`fedopt.topology.linkcost`."""
+    return np.asarray(latency, dtype=np.float64) + float(nbytes) / np.asarray(bandwidth, dtype=np.float64)
+
+
 def _batch_weights(idx: list[np.ndarray], weights: list[np.ndarray | float]) -> np.ndarray:
     """The weights of the concatenated index batches ``idx`` (each batch's weight a number
     or one value per index), without a numpy call per batch for numbers."""
@@ -258,8 +267,6 @@ class Channel:
         """Link-cost model: simulated seconds to send ``floats`` numbers over ``edges``."""
         if self.edge_latency is None:
             return np.zeros(np.shape(edges))
-        from fedopt.topology.linkcost import message_seconds
-
         b = floats * self.meter.bytes_per_float
         return message_seconds(self.edge_latency[edges], self.edge_bandwidth[edges], b)  # type: ignore[index]
 

@@ -9,13 +9,12 @@ time), never per event. Metrics follow fedopt's results schema:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from fedopt.core.arrays import FloatArray
 from fedopt.core.meter import Meter
-from fedopt.problems.base import Problem
 
 #: Numeric metric columns, in table order.
 METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
@@ -23,7 +22,30 @@ METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
 COUNTER_COLUMNS = ("time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s")
 
 
-def metrics(problem: Problem, X: FloatArray) -> dict[str, float]:
+class GlobalObjective(Protocol):
+    """What the metrics read of a problem (:class:`fedopt.problems.base.Problem` is one):
+    the global objective ``f = (1/n) Σ_i f_i``, its gradient, and its optimum when known."""
+
+    def global_value(self, x: FloatArray) -> float:
+        """``f(x)``."""
+        ...
+
+    def global_grad(self, x: FloatArray) -> FloatArray:
+        """``∇f(x)``."""
+        ...
+
+    @property
+    def x_star(self) -> FloatArray | None:
+        """The minimizer of ``f``, ``None`` if not known."""
+        ...
+
+    @property
+    def f_star(self) -> float | None:
+        """``f(x*)``, ``None`` if not known."""
+        ...
+
+
+def metrics(problem: GlobalObjective, X: FloatArray) -> dict[str, float]:
     """Exact quality metrics of the node iterates ``X [n, d]`` (uncounted diagnostics)."""
     if not np.isfinite(X).all():
         return {k: math.nan for k in METRIC_COLUMNS}
@@ -38,7 +60,8 @@ def metrics(problem: Problem, X: FloatArray) -> dict[str, float]:
     return out
 
 
-def checkpoint_row(problem: Problem, X: FloatArray, meter: Meter, t: float, rnd: int, wall_s: float) -> dict[str, Any]:
+def checkpoint_row(problem: GlobalObjective, X: FloatArray, meter: Meter, t: float, rnd: int,
+                   wall_s: float) -> dict[str, Any]:
     """The row of one record point. Every counter of ``meter`` is reduced here (also the
     per-edge counts, which no column reads), so a count that cannot be recorded fails the
     run at this record point rather than after the run has ended."""

@@ -71,6 +71,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def disconnect() -> None:
+    """Shut down the Ray that :func:`connect` started or joined (call it when ``connect`` returned True)."""
+    import ray
+
+    ray.shutdown()
+
+
 def _call(fn: Callable[[Any], Any], point: Any) -> Any:
     return fn(point)
 

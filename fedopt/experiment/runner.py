@@ -425,9 +425,7 @@ def _run_ray_tasks(cfg: ExperimentConfig, todo: list[RunConfig], table: LiveTabl
     import math
     from functools import partial
 
-    import ray
-
-    from fedopt.experiment.ray_sweep import Resources, connect, run_on_ray
+    from fedopt.experiment.ray_sweep import Resources, connect, disconnect, run_on_ray
 
     res = Resources.from_config(cfg.resources.model_dump())
     # a local instance gets enough CPUs for `parallel` runs at once (at least the machine's)
@@ -452,7 +450,7 @@ def _run_ray_tasks(cfg: ExperimentConfig, todo: list[RunConfig], table: LiveTabl
                    on_error=on_error)
     finally:
         if started:
-            ray.shutdown()
+            disconnect()
     return failed
 
 

@@ -30,6 +30,7 @@ import networkx as nx
 import numpy as np
 
 from fedopt.topology.graph import Topology
+from fedopt.topology.time_varying import TimeVaryingTopology
 
 #: How many times a random family redraws a disconnected graph before giving up.
 MAX_TRIES = 100
@@ -553,7 +554,7 @@ def watts_strogatz(n: int | None = None, k: int = 4, p: float = 0.1, seed: int =
 
 @register_topology("time_varying")
 def time_varying(n: int | None = None, base: str = "random_geometric", count: int = 10,
-                 switch: str | float = "inverse_chi1", seed: int = 0, **base_params: Any) -> Any:
+                 switch: str | float = "inverse_chi1", seed: int = 0, **base_params: Any) -> TimeVaryingTopology:
     """A periodic sequence of ``count`` graphs of family ``base`` (graph ``k`` drawn with
     its own seed derived from ``seed`` and ``k``), switching every ``period`` time units
     and cycling. ``switch: inverse_chi1`` sets ``period = 1/χ1``, the worst case over the
@@ -577,8 +578,6 @@ def time_varying(n: int | None = None, base: str = "random_geometric", count: in
     seed : int
         random seed (≥ 0).
     """
-    from fedopt.topology.time_varying import TimeVaryingTopology
-
     if not isinstance(base, str) or base == "time_varying" or base not in _REGISTRY:
         allowed = [b for b in available_topologies() if b != "time_varying"]
         raise ValueError(f"topology 'time_varying': parameter 'base' must be one of {', '.join(allowed)}, got {base!r}")
@@ -610,3 +609,13 @@ def time_varying(n: int | None = None, base: str = "random_geometric", count: in
         period = _float("time_varying", "switch", switch, 0.0, lo_open=True)
     return TimeVaryingTopology(tops, period, name=f"time_varying({base} x{count})",
                                params={"base": base, "count": count, "switch": switch, "seed": seed, **base_params})
+
+
+def random_geometric_sequence(n: int, count: int, radius: float | None = None, seed: int = 0,
+                              period: float | str = "inverse_chi1") -> TimeVaryingTopology:
+    """``count`` connected random geometric graphs on ``n`` nodes (graph ``k`` from a
+    seed derived from ``seed`` and ``k``), switching every ``period``."""
+    params: dict[str, Any] = {"n": n, "base": "random_geometric", "count": count, "switch": period, "seed": seed}
+    if radius is not None:
+        params["radius"] = radius
+    return make_topology("time_varying", **params)

@@ -1,7 +1,8 @@
 """The link-cost model: how long a message takes on an edge.
 
 A message of ``b`` bytes on an edge with latency ``ℓ`` (seconds) and bandwidth
-``β`` (bytes per second) takes ``ℓ + b / β`` seconds. This one formula is used by
+``β`` (bytes per second) takes ``ℓ + b / β`` seconds. This one formula
+(:func:`fedopt.core.meter.message_seconds`, re-exported here) is used by
 
 * the meter's :class:`~fedopt.core.meter.Channel`, which sums it over every message
   into a run's ``link_time``;
@@ -14,15 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedopt.core.meter import message_seconds
 from fedopt.topology.graph import Topology
 
 #: Default message size of the rate problems' edge costs (bytes): 125k float64 numbers.
 DEFAULT_MESSAGE_BYTES = 1.0e6
-
-
-def message_seconds(latency: np.ndarray | float, bandwidth: np.ndarray | float, nbytes: float) -> np.ndarray:
-    """Seconds to send ``nbytes`` bytes over links of the given latency and bandwidth."""
-    return np.asarray(latency, dtype=np.float64) + float(nbytes) / np.asarray(bandwidth, dtype=np.float64)
 
 
 def has_link_costs(top: Topology) -> bool:
@@ -41,3 +38,6 @@ def edge_costs(top: Topology, message_bytes: float = DEFAULT_MESSAGE_BYTES, mess
     if message_bytes < 0:
         raise ValueError(f"message_bytes must be non-negative, got {message_bytes}")
     return messages_per_event * message_seconds(top.latency, top.bandwidth, message_bytes)  # type: ignore[arg-type]
+
+
+__all__ = ["DEFAULT_MESSAGE_BYTES", "edge_costs", "has_link_costs", "message_seconds"]

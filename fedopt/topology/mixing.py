@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from fedopt.topology import spectral
 from fedopt.topology.graph import Topology
+from fedopt.topology.rates import optimized_topology
 
 #: Registered mixing weights by name: ``top -> w`` (one weight per edge).
 MIXING_WEIGHTS: dict[str, Callable[[Topology], np.ndarray]] = {}
@@ -58,8 +59,6 @@ def metropolis(top: Topology) -> np.ndarray:
 
 @register_mixing("fastest_mixing")
 def fastest_mixing(top: Topology) -> np.ndarray:
-    from fedopt.topology.rates import optimized_topology
-
     rates = optimized_topology(top, "fastest_mixing").rates
     assert rates is not None
     return rates
@@ -93,4 +92,10 @@ def mixing_matrix(top: Topology, mixing: str = "metropolis", lazy: bool = False,
     return W.tocsr() if sparse else W.toarray()
 
 
-__all__ = ["MIXING_WEIGHTS", "check_mixing", "mixing_matrix", "register_mixing"]
+def metropolis_weights(top: Topology, sparse: bool | None = None) -> np.ndarray | sp.csr_matrix:
+    """Metropolis–Hastings mixing matrix: ``W_ij = 1/(1 + max(d_i, d_j))`` on edges,
+    ``W_ii = 1 − Σ_j W_ij`` (symmetric, doubly stochastic; Xiao & Boyd 2004)."""
+    return mixing_matrix(top, "metropolis", sparse=sparse)
+
+
+__all__ = ["MIXING_WEIGHTS", "check_mixing", "metropolis_weights", "mixing_matrix", "register_mixing"]

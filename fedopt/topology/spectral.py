@@ -195,15 +195,6 @@ def normalized_laplacian_rate(top: Topology) -> float:
     return float(np.sqrt(2.0 * chi1(top, w) * chi2(top, w)))
 
 
-def metropolis_weights(top: Topology, sparse: bool | None = None) -> np.ndarray | sp.csr_matrix:
-    """Metropolis–Hastings mixing matrix: ``W_ij = 1/(1 + max(d_i, d_j))`` on edges,
-    ``W_ii = 1 − Σ_j W_ij`` (symmetric, doubly stochastic; Xiao & Boyd 2004); see
-    :func:`fedopt.topology.mixing.mixing_matrix`."""
-    from fedopt.topology.mixing import mixing_matrix
-
-    return mixing_matrix(top, "metropolis", sparse=sparse)
-
-
 def spectral_gap(W: np.ndarray) -> float:
     """``1 − max(|λ₂(W)|, |λ_n(W)|)`` of a symmetric mixing matrix (dense)."""
     ev = np.linalg.eigvalsh(np.asarray(W))

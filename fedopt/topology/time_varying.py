@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedopt.topology.graph import Topology
+from fedopt.topology.spectral import chi1, chi2
 
 WeightsFn = Callable[[Topology], np.ndarray]
 
@@ -37,8 +38,6 @@ def _norm_weights(top: Topology) -> np.ndarray:
 
 def dadao_uniform_rate(topologies: Sequence[Topology]) -> float:
     """``λ_tot = sqrt(2 · max_k χ1(L_norm,k) · max_k χ2(L_norm,k))`` over the sequence."""
-    from fedopt.topology.spectral import chi1, chi2
-
     c1 = max(chi1(t, _norm_weights(t)) for t in topologies)
     c2 = max(chi2(t, _norm_weights(t)) for t in topologies)
     return math.sqrt(2.0 * c1 * c2)
@@ -46,8 +45,6 @@ def dadao_uniform_rate(topologies: Sequence[Topology]) -> float:
 
 def inverse_chi1_period(topologies: Sequence[Topology]) -> float:
     """``1/χ1`` with ``χ1 = max_k χ1(Λ_k)``, ``Λ_k = λ_tot L_{G_k}/|E_k|`` (module docstring)."""
-    from fedopt.topology.spectral import chi1
-
     lam = dadao_uniform_rate(topologies)
     worst = max(chi1(t, lam * _norm_weights(t)) for t in topologies)
     return 1.0 / worst
@@ -114,28 +111,13 @@ class TimeVaryingTopology:
 
     def worst_chi1(self, weights_fn: WeightsFn | None = None) -> float:
         """``max_k χ1`` of the graphs weighted by ``weights_fn(G_k)`` (default ``1/|E_k|``)."""
-        from fedopt.topology.spectral import chi1
-
         return self._worst(chi1, weights_fn)
 
     def worst_chi2(self, weights_fn: WeightsFn | None = None) -> float:
         """``max_k χ2`` of the graphs weighted by ``weights_fn(G_k)`` (default ``1/|E_k|``)."""
-        from fedopt.topology.spectral import chi2
-
         return self._worst(chi2, weights_fn)
 
     def dadao_rate(self) -> float:
         """DADAO's total uniform rate ``sqrt(2 · worst χ1 · worst χ2)`` of ``L_norm``."""
         return dadao_uniform_rate(self.topologies)
 
-
-def random_geometric_sequence(n: int, count: int, radius: float | None = None, seed: int = 0,
-                              period: float | str = "inverse_chi1") -> TimeVaryingTopology:
-    """``count`` connected random geometric graphs on ``n`` nodes (graph ``k`` from a
-    seed derived from ``seed`` and ``k``), switching every ``period``."""
-    from fedopt.topology.generators import make_topology
-
-    params: dict[str, Any] = {"n": n, "base": "random_geometric", "count": count, "switch": period, "seed": seed}
-    if radius is not None:
-        params["radius"] = radius
-    return make_topology("time_varying", **params)
