@@ -315,7 +315,6 @@ def test_time_varying_worst_case_constants_and_convergence() -> None:
     prob = random_quadratic(N, 3, mu=1.0, L=4.0, seed=1)
     algo = make_algorithm("dadao", init_noise=1.0)
     sim = Simulation(RunSpec("tv", prob, tv, algo, 0, StopCriteria(time=350.0), record_every=50.0))
-    sim.ctx.extra["time_varying"] = tv
     res = sim.run()
     assert res.status == "ok", res.message
     assert res.rows[-1]["dist_opt"] < 1e-10 * res.rows[0]["dist_opt"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedopt.algorithms import make_algorithm
-from fedopt.algorithms.base import Context, RoundAlgorithm
+from fedopt.algorithms.base import Context, Layout, RoundAlgorithm
 from fedopt.core.arrays import State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.engines.base import RunSpec, StopCriteria, make_engine
@@ -105,6 +105,7 @@ class _SelfGossip(RoundAlgorithm):
     """A broken algorithm: it 'exchanges' between node 0 and itself."""
 
     name = "self_gossip"
+    layout = {"x": Layout.NODE}
 
     def init(self, ctx: Context) -> State:
         return {"x": np.zeros((ctx.n, ctx.d))}

@@ -19,14 +19,25 @@ Three kinds:
   per edge (gossip); the engine calls ``on_compute`` for a batch of compute
   events and ``gossip_message`` / ``on_gossip`` for a batch of gossip events,
   the batch's events touching pairwise-disjoint nodes.
+
+Every algorithm declares the **layout** of its state (:class:`Layout`: per node,
+per edge, per client, server), so an engine places each entry without guessing
+from shapes; the shared driver checks the declaration against ``init``'s state
+before the first step (:func:`check_state_layout`). What an algorithm computes
+once per run from the problem and the graphs (mixing matrices, spectral
+constants, gossip rates) is its :class:`Prepared` object, built by
+:meth:`Algorithm.prepare` for every graph the run visits and handed to the
+handlers as ``ctx.prepared`` (the one of the graph in force): no hidden caches,
+and an engine ships it to its workers as it is.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,11 +48,53 @@ from fedopt.core.rng import RngStreams
 from fedopt.problems.base import CountingOracle, Problem
 from fedopt.topology.graph import Topology
 
+if TYPE_CHECKING:
+    from fedopt.topology.time_varying import TimeVaryingTopology
+
 
 class Params(BaseModel):
     """Base of every algorithm's hyper-parameter model (unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Layout(str, Enum):
+    """Where one entry of an algorithm's state lives (see :meth:`Algorithm.state_layout`).
+
+    ``NODE``
+        rows indexed by node (first axis ``n``); a node's rows live with the node
+        (decentralized algorithms).
+    ``EDGE``
+        rows indexed by the edges of the graph in force (first axis ``m``, in the
+        order of ``topology.edges``).
+    ``CLIENT``
+        rows indexed by client (first axis ``n``; federated algorithms): read and
+        written by ``client_update`` only, they stay with the client's shard.
+    ``SERVER``
+        one copy, owned by the driver. Only the server's steps change it (``init``,
+        ``configure``, ``aggregate``, and a synchronous ``round``, which sees the
+        whole state); the handlers that run on nodes or clients (``client_update``,
+        ``on_compute``, ``gossip_message``, ``on_gossip``) only read it and get
+        read-only arrays. Per-run constants belong in :class:`Prepared` instead.
+    """
+
+    NODE = "node"
+    EDGE = "edge"
+    CLIENT = "client"
+    SERVER = "server"
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Base of the per-run quantities an algorithm precomputes for one graph (frozen).
+
+    :meth:`Algorithm.prepare` returns one per graph the run visits; the engine
+    hands the handlers the one of the graph in force as ``ctx.prepared``. An
+    algorithm that precomputes nothing uses this empty base.
+    """
+
+
+PreparedT = TypeVar("PreparedT", bound=Prepared)
 
 
 @dataclass
@@ -51,7 +104,10 @@ class Context:
     ``oracle`` counts every gradient / query in ``meter``; ``channel`` counts
     every message. ``rng`` hands out named streams (``"init"``, ``"noise"``,
     ``"sampling"``, ...). ``topology`` is the graph in force (it changes at the
-    switching times of a time-varying topology).
+    switching times of a time-varying topology); ``sequence`` is the whole
+    time-varying topology of the run (``None`` for a fixed graph). ``prepared``
+    is the algorithm's :class:`Prepared` object for the graph in force (set by
+    the engine; read it with :meth:`prepared_as`).
     """
 
     problem: Problem
@@ -59,8 +115,9 @@ class Context:
     rng: RngStreams
     meter: Meter
     channel: Channel
+    sequence: TimeVaryingTopology | None = None
+    prepared: Prepared = field(default_factory=Prepared)
     oracle: CountingOracle = field(init=False)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.oracle = CountingOracle(self.problem, self.meter)
@@ -72,6 +129,14 @@ class Context:
     @property
     def d(self) -> int:
         return self.problem.d
+
+    def prepared_as(self, cls: type[PreparedT]) -> PreparedT:
+        """``prepared``, checked to be the algorithm's own type ``cls``."""
+        p = self.prepared
+        if not isinstance(p, cls):
+            raise TypeError(f"the context holds {type(p).__name__}, not the {cls.__name__} its algorithm needs: "
+                            "build it with the algorithm's prepare (the engines' Simulation does)")
+        return p
 
 
 P = TypeVar("P", bound=Params)
@@ -85,6 +150,11 @@ class Algorithm(ABC):
     Params: ClassVar[type[Params]] = Params
     #: True for first-order methods that need L/μ of the problem.
     needs_strong_convexity: ClassVar[bool] = False
+    #: The :class:`Layout` of every key of the state ``init`` returns (an algorithm whose
+    #: layout depends on its parameters overrides :meth:`state_layout` instead).
+    layout: ClassVar[Mapping[str, Layout]] = {}
+    #: The layouts this kind of algorithm may declare.
+    allowed_layouts: ClassVar[tuple[Layout, ...]] = (Layout.NODE, Layout.EDGE, Layout.SERVER)
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -92,9 +162,23 @@ class Algorithm(ABC):
         except ValidationError as exc:
             raise ValueError(_format_validation(f"algorithm {self.name!r}", exc)) from None
 
+    def state_layout(self, ctx: Context) -> dict[str, Layout]:
+        """The layout of each state key (default: the class's :attr:`layout`)."""
+        return dict(self.layout)
+
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> Sequence[Prepared]:
+        """What the handlers need precomputed, one :class:`Prepared` per graph of ``graphs``.
+
+        ``graphs`` are the graphs the run visits: the fixed topology, or every graph of
+        a time-varying sequence, in order (worst-case constants over the sequence are
+        computed here once). Called once per run by the engine, before :meth:`init`;
+        it counts nothing. Default: nothing to precompute.
+        """
+        return [Prepared() for _ in graphs]
+
     @abstractmethod
     def init(self, ctx: Context) -> State:
-        """The initial state (a dict of arrays)."""
+        """The initial state (a dict of arrays, each key declared in :meth:`state_layout`)."""
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
         """The nodes' current models ``[n, d]`` at simulated time ``t`` (read-only use)."""
@@ -119,27 +203,39 @@ class FederatedAlgorithm(RoundAlgorithm):
     ``round`` composes the three steps; a distributed engine instead runs
     ``client_update`` on blocks of clients where their data live, sums
     ``weights[:, None] * updates`` per block and calls ``aggregate`` once.
+
+    The state is split by its declared layout: ``configure`` and ``aggregate``
+    see the :attr:`Layout.SERVER` keys only; ``client_update`` sees the
+    :attr:`Layout.CLIENT` keys (its clients' rows may change) and the server keys
+    and the payload as read-only arrays (:func:`configure_step`,
+    :func:`client_step`, :func:`aggregate_step` hold every engine to this).
     """
+
+    allowed_layouts = (Layout.CLIENT, Layout.SERVER)
 
     @abstractmethod
     def configure(self, state: State, ctx: Context, r: int) -> tuple[IntArray, dict[str, np.ndarray]]:
-        """Pick the round's clients and the payload broadcast to them."""
+        """Pick the round's clients and the payload broadcast to them (``state``: the server keys)."""
 
     @abstractmethod
     def client_update(
         self, payload: dict[str, np.ndarray], state: State, ctx: Context, clients: IntArray, r: int
     ) -> tuple[FloatArray, FloatArray]:
         """Local work of ``clients`` (vectorized). Returns ``(updates [k, p], weights [k])``
-        and may update per-client rows of ``state`` (e.g. control variates)."""
+        and may update the clients' rows of the per-client keys of ``state`` (e.g. control
+        variates); the server keys and ``payload`` are read-only."""
 
     @abstractmethod
     def aggregate(self, state: State, ctx: Context, weighted_sum: FloatArray, weight_total: float, r: int) -> State:
-        """Server step from ``Σ_k w_k u_k`` and ``Σ_k w_k``."""
+        """Server step from ``Σ_k w_k u_k`` and ``Σ_k w_k``: the new values of the server keys
+        (``state``: the server keys)."""
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        clients, payload = self.configure(state, ctx, r)
-        updates, weights = self.client_update(payload, state, ctx, clients, r)
-        return self.aggregate(state, ctx, weights @ updates, float(weights.sum()), r)
+        layout = self.state_layout(ctx)
+        clients, payload = configure_step(self, state, layout, ctx, r)
+        updates, weights, client_rows = client_step(self, payload, state, layout, ctx, clients, r)
+        server = aggregate_step(self, state, layout, ctx, weights @ updates, float(weights.sum()), r)
+        return {**server, **client_rows}
 
 
 class EventAlgorithm(Algorithm):
@@ -168,6 +264,202 @@ class EventAlgorithm(Algorithm):
 
     def synchronize(self, state: State, ctx: Context, t: float) -> None:
         """Bring every node's lazy state to time ``t`` (default: nothing to do)."""
+
+
+# ---- per-run preparation --------------------------------------------------------------
+def run_graphs(topology: Topology | TimeVaryingTopology) -> tuple[Topology, ...]:
+    """The graphs a run on ``topology`` visits: the graph itself, or a sequence's graphs in order."""
+    if isinstance(topology, Topology):
+        return (topology,)
+    graphs = tuple(getattr(topology, "topologies", ()))
+    if not graphs or not all(isinstance(g, Topology) for g in graphs):
+        raise TypeError(f"a run's topology is a Topology or a time-varying sequence with a list of Topology "
+                        f"'topologies'; got {type(topology).__name__}")
+    return graphs
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedRun:
+    """An algorithm's :class:`Prepared` objects for one run: one per graph of :func:`run_graphs`.
+
+    Built once per run (:meth:`build`); a process that receives the objects (a shard
+    worker) pairs them with the graphs of its own copy of the run's topology.
+    """
+
+    graphs: tuple[Topology, ...]
+    prepared: tuple[Prepared, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.prepared) != len(self.graphs):
+            raise ValueError(f"prepare returned {len(self.prepared)} object(s) for {len(self.graphs)} graph(s)")
+
+    @classmethod
+    def build(cls, algo: Algorithm, problem: Problem, topology: Topology | TimeVaryingTopology) -> PreparedRun:
+        graphs = run_graphs(topology)
+        prepared = tuple(algo.prepare(problem, graphs))
+        bad = [type(p).__name__ for p in prepared if not isinstance(p, Prepared)]
+        if bad:
+            raise TypeError(f"algorithm {algo.name!r}: prepare must return Prepared objects, got {bad[0]}")
+        try:
+            return cls(graphs, prepared)
+        except ValueError as exc:
+            raise ValueError(f"algorithm {algo.name!r}: {exc}") from None
+
+    def for_graph(self, top: Topology) -> Prepared:
+        """The object of ``top`` (one of :attr:`graphs`, the graph in force)."""
+        for g, p in zip(self.graphs, self.prepared):
+            if g is top:
+                return p
+        raise ValueError(f"topology {top.name!r} is not one of the run's graphs "
+                         f"({', '.join(repr(g.name) for g in self.graphs)})")
+
+
+# ---- state layout ---------------------------------------------------------------------------
+class LayoutError(KeyError):
+    """A step reads a state key that its part of the declared layout does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StateView(dict[str, Any]):
+    """The part of the state one step sees; reading any other key is a :class:`LayoutError`."""
+
+    def __init__(self, data: Mapping[str, Any], algo: Algorithm, step: str, layout: Mapping[str, Layout],
+                 sees: str) -> None:
+        super().__init__(data)
+        self._where = (algo.name, step, dict(layout), sees)
+
+    def __missing__(self, key: str) -> Any:
+        name, step, layout, sees = self._where
+        declared = layout.get(key)
+        what = "which state_layout does not declare" if declared is None else f"declared {declared.value}"
+        raise LayoutError(f"algorithm {name!r}: {step} reads state key {key!r}, {what}; {step} sees {sees}")
+
+
+def read_only(value: Any) -> Any:
+    """A read-only view of an array (other values as they are)."""
+    if isinstance(value, np.ndarray):
+        view = value.view()
+        view.setflags(write=False)
+        return view
+    return value
+
+
+def keys_of(layout: Mapping[str, Layout], kind: Layout) -> list[str]:
+    """The keys declared ``kind``, in declaration order."""
+    return [k for k, v in layout.items() if v is kind]
+
+
+def protect_server(state: State, layout: Mapping[str, Layout]) -> State:
+    """``state`` with its server entries as read-only arrays (what node and client handlers get)."""
+    return {k: read_only(v) if layout[k] is Layout.SERVER else v for k, v in state.items()}
+
+
+def check_handlers_kept_layout(algo: Algorithm, state: Mapping[str, Any], layout: Mapping[str, Layout],
+                               server: Mapping[str, Any]) -> None:
+    """After node handlers ran on ``state``: its keys are still the declared ones and its
+    server entries are still ``server`` (the read-only arrays they were given); else a
+    ``ValueError`` naming the algorithm and the key."""
+    where = f"algorithm {algo.name!r}: the node handlers"
+    if set(state) != set(layout):
+        changed = sorted(set(state) ^ set(layout))
+        raise ValueError(f"{where} add or remove state key {changed[0]!r}; declared: {', '.join(layout)}")
+    for k, v in server.items():
+        if state[k] is not v:
+            raise ValueError(f"{where} replace state key {k!r}, declared server: they only read the server keys")
+
+
+def check_state_layout(algo: Algorithm, state: Mapping[str, Any], ctx: Context) -> dict[str, Layout]:
+    """The declared layout of ``state`` (``init``'s), checked; a wrong or missing declaration
+    is a ``ValueError`` naming the algorithm and the key.
+
+    Every state key is declared and every declared key is in the state, with a layout
+    of :attr:`Algorithm.allowed_layouts`; per-node and per-client entries are arrays
+    with first axis ``n``, per-edge ones with first axis ``m`` of the graph in force.
+    """
+    where = f"algorithm {algo.name!r}"
+    layout = algo.state_layout(ctx)
+    allowed = ", ".join(v.value for v in algo.allowed_layouts)
+    for key, kind in layout.items():
+        if not isinstance(kind, Layout):
+            raise ValueError(f"{where}: state_layout gives {kind!r} for state key {key!r}; allowed: {allowed}")
+        if kind not in algo.allowed_layouts:
+            raise ValueError(f"{where}: state key {key!r} is declared {kind.value}, which a "
+                             f"{_kind_name(algo)} algorithm cannot hold; allowed: {allowed}")
+    declared = ", ".join(layout) or "(nothing)"
+    for key in state:
+        if key not in layout:
+            raise ValueError(f"{where}: state key {key!r} is not declared in state_layout; declared: {declared}")
+    for key in layout:
+        if key not in state:
+            raise ValueError(f"{where}: state_layout declares {key!r}, which init does not return; "
+                             f"state keys: {', '.join(state) or '(nothing)'}")
+    rows = {Layout.NODE: ("n", ctx.n), Layout.CLIENT: ("n", ctx.n), Layout.EDGE: ("m", ctx.topology.m)}
+    for key, kind in layout.items():
+        if kind not in rows:
+            continue
+        axis, size = rows[kind]
+        v = state[key]
+        shape = v.shape if isinstance(v, np.ndarray) else None
+        if shape is None or len(shape) == 0 or shape[0] != size:
+            got = f"shape {shape}" if shape is not None else f"a {type(v).__name__}"
+            raise ValueError(f"{where}: state key {key!r} is declared {kind.value} (an array with first axis "
+                             f"{axis} = {size}) but is {got}")
+    return dict(layout)
+
+
+def _kind_name(algo: Algorithm) -> str:
+    if isinstance(algo, FederatedAlgorithm):
+        return "federated"
+    return "event-based" if isinstance(algo, EventAlgorithm) else "round-based"
+
+
+# ---- the federated split ------------------------------------------------------------------------
+def configure_step(algo: FederatedAlgorithm, state: State, layout: Mapping[str, Layout], ctx: Context,
+                   r: int) -> tuple[IntArray, dict[str, np.ndarray]]:
+    """``configure`` on the server keys of ``state``: ``(clients, payload)``."""
+    server = StateView({k: state[k] for k in keys_of(layout, Layout.SERVER)}, algo, "configure", layout,
+                       "the server keys only")
+    clients, payload = algo.configure(server, ctx, r)
+    return np.asarray(clients, dtype=np.int64), payload
+
+
+def client_step(algo: FederatedAlgorithm, payload: Mapping[str, np.ndarray], state: State,
+                layout: Mapping[str, Layout], ctx: Context, clients: IntArray,
+                r: int) -> tuple[FloatArray, FloatArray, State]:
+    """``client_update`` of ``clients``: ``(updates, weights, per-client entries after it)``.
+
+    It sees the per-client keys of ``state`` and read-only server arrays and payload;
+    replacing a server entry, or adding or removing a key, is a ``ValueError``.
+    """
+    client_keys = keys_of(layout, Layout.CLIENT)
+    server = {k: read_only(state[k]) for k in keys_of(layout, Layout.SERVER)}
+    view = StateView({**{k: state[k] for k in client_keys}, **server}, algo, "client_update", layout,
+                     "the per-client and server keys")
+    updates, weights = algo.client_update({k: read_only(v) for k, v in payload.items()}, view, ctx, clients, r)
+    where = f"algorithm {algo.name!r}: client_update"
+    if set(view) != set(client_keys) | set(server):
+        changed = sorted(set(view) ^ (set(client_keys) | set(server)))
+        raise ValueError(f"{where} adds or removes state key {changed[0]!r}; it may only change the "
+                         f"rows of the per-client keys ({', '.join(client_keys) or 'none declared'})")
+    for k, v in server.items():
+        if view[k] is not v:
+            raise ValueError(f"{where} replaces state key {k!r}, declared server: the server keys are "
+                             "read-only on the clients (change them in aggregate)")
+    return np.asarray(updates), np.asarray(weights, dtype=np.float64), {k: view[k] for k in client_keys}
+
+
+def aggregate_step(algo: FederatedAlgorithm, state: State, layout: Mapping[str, Layout], ctx: Context,
+                   weighted_sum: FloatArray, weight_total: float, r: int) -> State:
+    """``aggregate`` on the server keys of ``state``: the new server entries (exactly the server keys)."""
+    server_keys = keys_of(layout, Layout.SERVER)
+    server = StateView({k: state[k] for k in server_keys}, algo, "aggregate", layout, "the server keys only")
+    new = algo.aggregate(server, ctx, weighted_sum, weight_total, r)
+    if set(new) != set(server_keys):
+        raise ValueError(f"algorithm {algo.name!r}: aggregate returns state keys {sorted(new)}; it returns "
+                         f"exactly the server keys of state_layout: {sorted(server_keys)}")
+    return dict(new)
 
 
 # ---- registry -------------------------------------------------------------------

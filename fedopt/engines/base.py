@@ -20,7 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.algorithms.base import Algorithm, Context, EventAlgorithm, RoundAlgorithm
+from fedopt.algorithms.base import (
+    Algorithm,
+    Context,
+    EventAlgorithm,
+    Layout,
+    PreparedRun,
+    RoundAlgorithm,
+    check_handlers_kept_layout,
+    check_state_layout,
+    keys_of,
+    protect_server,
+)
 from fedopt.core.arrays import State
 from fedopt.core.clocks import EventStream, PoissonClocks
 from fedopt.core.levels import schedule_levels
@@ -131,12 +142,14 @@ class Simulation:
         top0 = _topology_at(spec.topology, 0.0)
         self.meter = Meter(n=spec.problem.n)
         self.rng = RngStreams(spec.seed)
-        self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0))
-        if hasattr(spec.topology, "at"):
-            # algorithms that need the whole sequence (worst-case constants) read it here
-            self.ctx.extra["time_varying"] = spec.topology
+        sequence = spec.topology if hasattr(spec.topology, "at") else None
+        self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0), sequence)
         self.algo = spec.algorithm
         self.state: State = {}
+        #: The algorithm's per-run precomputations and the layout of its state (set by :meth:`start`).
+        self.prepared: PreparedRun | None = None
+        self.layout: dict[str, Layout] = {}
+        self._server: dict[str, Any] = {}
         self.rows: list[dict[str, Any]] = []
         self.t = 0.0
         self.round = 0
@@ -186,6 +199,8 @@ class Simulation:
         self._stream = EventStream(clocks, rng, t0=self.t)
 
     def record(self) -> dict[str, Any]:
+        if isinstance(self.algo, EventAlgorithm):
+            check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         X = self.algo.iterates(self.state, self.ctx, self.t)
         self.meter.sim_time = self.t
         row = checkpoint_row(self.spec.problem, X, self.meter, self.t, self.round, time.perf_counter() - self._wall0)
@@ -194,9 +209,16 @@ class Simulation:
         return row
 
     def start(self) -> None:
+        """Prepare the algorithm's per-run quantities, build and check the initial state."""
         self._wall0 = time.perf_counter()
-        self.state = self.algo.init(self.ctx)
-        if isinstance(self.algo, EventAlgorithm):
+        self.prepared = PreparedRun.build(self.algo, self.spec.problem, self.spec.topology)
+        self.ctx.prepared = self.prepared.for_graph(self.ctx.topology)
+        state = self.algo.init(self.ctx)
+        self.layout = check_state_layout(self.algo, state, self.ctx)
+        self.state = state
+        if isinstance(self.algo, EventAlgorithm):  # node handlers only read the server entries
+            self.state = protect_server(state, self.layout)
+            self._server = {k: self.state[k] for k in keys_of(self.layout, Layout.SERVER)}
             self._start_clock()
 
     def step_checkpoint(self) -> None:
@@ -239,6 +261,8 @@ class Simulation:
             return
         self.ctx.topology = top
         self.ctx.channel = self._channel(top)
+        assert self.prepared is not None
+        self.ctx.prepared = self.prepared.for_graph(top)
         if isinstance(self.algo, EventAlgorithm):
             self._start_clock()
 

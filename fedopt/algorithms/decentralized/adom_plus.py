@@ -40,14 +40,17 @@ Counting: n gradients per round; each gossip round sends the two vectors
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Params, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, Layout, Params, Prepared, RoundAlgorithm, register_algorithm
 from fedopt.core.arrays import FloatArray, State
+from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
 
 
@@ -76,11 +79,15 @@ def sparse_laplacian(top: Topology, weights: FloatArray | None = None) -> sp.csr
     return (sp.diags(np.asarray(A.sum(axis=1)).ravel()) - A).tocsr()
 
 
-def topology_sequence(ctx: Context) -> list[Topology]:
-    """The graphs of a time-varying run (shared by the engine), else the current graph."""
-    tv = ctx.extra.get("time_varying")
-    tops = getattr(tv, "topologies", None) if tv is not None else None
-    return list(tops) if tops else [ctx.topology]
+@dataclass(frozen=True, eq=False)
+class ADOMPlusPrepared(Prepared):
+    """The constants of Theorem 1 (``const``: τ₁, τ₂, σ₁, σ₂, η, α, β, δ, ν, γ, θ, ζ; with χ the
+    worst over the run's graphs) and the gossip matrix ``W_l = L_G/λ_max`` of one graph with
+    its ``rounds`` gossip rounds per round (1 without multi-consensus)."""
+
+    const: dict[str, float]
+    W_l: sp.csr_matrix
+    rounds: int
 
 
 @register_algorithm("adom_plus")
@@ -88,49 +95,39 @@ class ADOMPlus(RoundAlgorithm):
     Params = ADOMPlusParams
     params: ADOMPlusParams
     needs_strong_convexity = True
+    layout = {k: Layout.NODE for k in ("x", "y", "z", "m", "x_f", "y_f", "z_f")}
 
-    def _chi(self, ctx: Context) -> float:
-        key = ("adom_plus_chi", id(self))
-        if key not in ctx.extra:
-            chis = [lmax / l2 for l2, lmax in map(laplacian_spectrum, topology_sequence(ctx))]
-            ctx.extra[key] = max(chis)
-        return float(ctx.extra[key])
-
-    def _gossip(self, ctx: Context) -> tuple[sp.csr_matrix, int]:
-        """``(L_G/λ_max, K)`` of the graph in force: ``K`` gossip rounds per round (1 without
-        multi-consensus, else ``⌈χ ln 2⌉`` with χ the sequence's worst or the graph's own)."""
-        top = ctx.topology
-        key = ("adom_plus_W", id(self), id(top))
-        if key not in ctx.extra:
-            l2, lmax = laplacian_spectrum(top)
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[ADOMPlusPrepared]:
+        """χ is the worst ``λ_max/λ₂⁺`` over the graphs (one graph: its own); ``K`` gossip
+        rounds per round on each graph (``⌈χ ln 2⌉`` with multi-consensus, χ the worst or the
+        graph's own, see ``multi_consensus_rounds``)."""
+        if problem.mu is None or not problem.mu > 0:
+            raise ValueError("adom_plus: needs a strongly convex problem (problem.mu > 0)")
+        spectra = [laplacian_spectrum(top) for top in graphs]
+        chi = max(lmax / l2 for l2, lmax in spectra)
+        const = self._constants(float(problem.L), float(problem.mu), chi)
+        out = []
+        for top, (l2, lmax) in zip(graphs, spectra):
             rounds = 1
             if self.params.multi_consensus:
-                chi = self._chi(ctx) if self.params.multi_consensus_rounds == "worst_case" else lmax / l2
-                rounds = max(1, math.ceil(chi * math.log(2)))
-            ctx.extra[key] = (sparse_laplacian(top) / lmax, rounds)
-        return ctx.extra[key]  # type: ignore[no-any-return]
+                chi_k = chi if self.params.multi_consensus_rounds == "worst_case" else lmax / l2
+                rounds = max(1, math.ceil(chi_k * math.log(2)))
+            out.append(ADOMPlusPrepared(const, sparse_laplacian(top) / lmax, rounds))
+        return out
 
-    def _constants(self, ctx: Context) -> dict[str, float]:
-        key = ("adom_plus_const", id(self))
-        if key not in ctx.extra:
-            L, mu = float(ctx.problem.L), ctx.problem.mu
-            if mu is None or not mu > 0:
-                raise ValueError("adom_plus: needs a strongly convex problem (problem.mu > 0)")
-            chi = self._chi(ctx)
-            if self.params.multi_consensus and max(1, math.ceil(chi * math.log(2))) > 1:
-                chi = 2.0
-            tau2 = math.sqrt(mu / L)
-            sigma2 = tau2 / (16.0 * chi)
-            nu = mu / 2.0
-            ctx.extra[key] = dict(
-                tau1=1.0 / (math.sqrt(L / mu) + 0.5), tau2=tau2, sigma1=1.0 / (1.0 / sigma2 + 0.5), sigma2=sigma2,
-                eta=1.0 / (L * tau2), alpha=mu / 2.0, beta=1.0 / (2.0 * L), delta=1.0 / (17.0 * L), nu=nu,
-                gamma=nu / (14.0 * sigma2 * chi**2), theta=nu / (4.0 * sigma2), zeta=0.5,
-            )
-        return ctx.extra[key]  # type: ignore[no-any-return]
+    def _constants(self, L: float, mu: float, chi: float) -> dict[str, float]:
+        if self.params.multi_consensus and max(1, math.ceil(chi * math.log(2))) > 1:
+            chi = 2.0
+        tau2 = math.sqrt(mu / L)
+        sigma2 = tau2 / (16.0 * chi)
+        nu = mu / 2.0
+        return dict(
+            tau1=1.0 / (math.sqrt(L / mu) + 0.5), tau2=tau2, sigma1=1.0 / (1.0 / sigma2 + 0.5), sigma2=sigma2,
+            eta=1.0 / (L * tau2), alpha=mu / 2.0, beta=1.0 / (2.0 * L), delta=1.0 / (17.0 * L), nu=nu,
+            gamma=nu / (14.0 * sigma2 * chi**2), theta=nu / (4.0 * sigma2), zeta=0.5,
+        )
 
     def init(self, ctx: Context) -> State:
-        self._constants(ctx)
         n, d = ctx.n, ctx.d
         x = np.tile(self.initial_point(ctx), (n, 1))
         rng = ctx.rng["init"]
@@ -141,14 +138,15 @@ class ADOMPlus(RoundAlgorithm):
 
     def _apply_W(self, ctx: Context, V: FloatArray) -> FloatArray:
         """``W V`` for the (multi-)consensus gossip matrix, counting the communications."""
-        Wl, rounds = self._gossip(ctx)
+        p = ctx.prepared_as(ADOMPlusPrepared)
+        Wl = p.W_l
         out = V
-        for _ in range(rounds):
+        for _ in range(p.rounds):
             out = out - Wl @ out
         return V - out
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        c = self._constants(ctx)
+        c = ctx.prepared_as(ADOMPlusPrepared).const
         x, y, z, m = state["x"], state["y"], state["z"], state["m"]
         x_g = c["tau1"] * x + (1.0 - c["tau1"]) * state["x_f"]
         g = ctx.oracle.grad_all(x_g)
@@ -168,8 +166,7 @@ class ADOMPlus(RoundAlgorithm):
         # one gossip round carries u and y_g + z_g (2d floats per edge), K rounds with multi-consensus
         both = self._apply_W(ctx, np.concatenate((u, yz), axis=1))
         top = ctx.topology
-        rounds = self._gossip(ctx)[1]
-        for _ in range(rounds):
+        for _ in range(ctx.prepared_as(ADOMPlusPrepared).rounds):
             ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)
         d = ctx.d
         Wu, Wyz = both[:, :d], both[:, d:]

@@ -31,14 +31,17 @@ sequence of states after each event has the same law for every value.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, EventAlgorithm, Params, register_algorithm
+from fedopt.algorithms.base import Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.problems.base import quadratic_form
+from fedopt.problems.base import Problem, quadratic_form
+from fedopt.topology.graph import Topology
 from fedopt.topology.spectral import effective_resistances
 
 
@@ -46,36 +49,45 @@ class ContinuizedParams(Params):
     event_rate: float = Field(1.0, gt=0, description="total communication events per unit time (paper: 1)")
 
 
+@dataclass(frozen=True, eq=False)
+class ContinuizedPrepared(Prepared):
+    """The constants of App. H for one graph: edge resistances ``R_ij`` (keyed by
+    ``i·n + j``, ``i < j``, in edge order), ``η``, ``γ``, ``γ̃``."""
+
+    R_edge: FloatArray
+    keys: IntArray
+    eta: float
+    gamma: float
+    gamma_t: float
+
+
 @register_algorithm("continuized")
 class Continuized(EventAlgorithm):
     Params = ContinuizedParams
     params: ContinuizedParams
     needs_strong_convexity = True
+    layout = {"y": Layout.NODE, "z": Layout.NODE, "T": Layout.NODE}
 
-    def _setup(self, ctx: Context) -> dict[str, object]:
-        top = ctx.topology
-        key = ("continuized", id(self), id(top))
-        if key not in ctx.extra:
-            prob = ctx.problem
-            if prob.mu is None or not prob.mu > 0:
-                raise ValueError("continuized: needs a strongly convex problem (problem.mu > 0)")
-            quadratic_form(prob)
-            w = np.full(top.m, 1.0 / top.m)
-            # edge resistances b_eᵀ L_norm⁺ b_e without the ½ factor (their App. H)
-            Re = effective_resistances(top, w)
-            i, j = top.edges[:, 0], top.edges[:, 1]
-            R = float(Re.max())
-            mu_g = laplacian_spectrum(top, w)[0]
-            L, mu = float(prob.L), float(prob.mu)
-            ctx.extra[key] = dict(
-                R_edge=Re, keys=i * top.n + j,
-                eta=math.sqrt(mu_g / R) * math.sqrt(mu / L) * self.params.event_rate,
-                gamma=mu / (2 * R), gamma_t=math.sqrt(L * mu / (2 * mu_g * R)),
-            )
-        return ctx.extra[key]  # type: ignore[no-any-return]
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[ContinuizedPrepared]:
+        if problem.mu is None or not problem.mu > 0:
+            raise ValueError("continuized: needs a strongly convex problem (problem.mu > 0)")
+        quadratic_form(problem)
+        return [self._prepare_graph(float(problem.L), float(problem.mu), top) for top in graphs]
+
+    def _prepare_graph(self, L: float, mu: float, top: Topology) -> ContinuizedPrepared:
+        w = np.full(top.m, 1.0 / top.m)
+        # edge resistances b_eᵀ L_norm⁺ b_e without the ½ factor (their App. H)
+        Re = effective_resistances(top, w)
+        i, j = top.edges[:, 0], top.edges[:, 1]
+        R = float(Re.max())
+        mu_g = laplacian_spectrum(top, w)[0]
+        return ContinuizedPrepared(
+            R_edge=Re, keys=i * top.n + j,
+            eta=math.sqrt(mu_g / R) * math.sqrt(mu / L) * self.params.event_rate,
+            gamma=mu / (2 * R), gamma_t=math.sqrt(L * mu / (2 * mu_g * R)),
+        )
 
     def init(self, ctx: Context) -> State:
-        self._setup(ctx)
         z = np.zeros((ctx.n, ctx.d))
         return {"y": z, "z": z.copy(), "T": np.zeros(ctx.n)}
 
@@ -94,32 +106,30 @@ class Continuized(EventAlgorithm):
         return mean + half, mean - half
 
     def gossip_message(self, state: State, ctx: Context, nodes: IntArray, t: FloatArray) -> FloatArray:
-        s = self._setup(ctx)
-        y, z = self._mixed(state, float(s["eta"]), nodes, t)  # type: ignore[arg-type]
+        y, z = self._mixed(state, ctx.prepared_as(ContinuizedPrepared).eta, nodes, t)
         state["y"][nodes], state["z"][nodes], state["T"][nodes] = y, z, t
         return ctx.oracle.conjugate_grad(y, nodes)
 
     def on_gossip(
         self, state: State, ctx: Context, nodes: IntArray, t: FloatArray, own: FloatArray, peer: FloatArray
     ) -> None:
-        s = self._setup(ctx)
+        s = ctx.prepared_as(ContinuizedPrepared)
         K = len(nodes) // 2
         a, b = nodes[:K], nodes[K:]
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-        keys: IntArray = s["keys"]  # type: ignore[assignment]
-        R = s["R_edge"][np.searchsorted(keys, lo * ctx.n + hi)]  # type: ignore[index]
+        R = s.R_edge[np.searchsorted(s.keys, lo * ctx.n + hi)]
         R = np.concatenate((R, R))[:, None]
         G = own - peer
-        state["y"][nodes] -= float(s["gamma"]) * R * G  # type: ignore[arg-type]
-        state["z"][nodes] -= float(s["gamma_t"]) * G  # type: ignore[arg-type]
+        state["y"][nodes] -= s.gamma * R * G
+        state["z"][nodes] -= s.gamma_t * G
 
     def synchronize(self, state: State, ctx: Context, t: float) -> None:
         nodes = np.arange(ctx.n)
-        y, z = self._mixed(state, float(self._setup(ctx)["eta"]), nodes, np.full(ctx.n, float(t)))  # type: ignore[arg-type]
+        y, z = self._mixed(state, ctx.prepared_as(ContinuizedPrepared).eta, nodes, np.full(ctx.n, float(t)))
         state["y"][:], state["z"][:], state["T"][:] = y, z, float(t)
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
         """Primal estimates ``∇f_i*(z_i)`` at time ``t`` (state unchanged)."""
         nodes = np.arange(ctx.n)
-        _, z = self._mixed(state, float(self._setup(ctx)["eta"]), nodes, np.full(ctx.n, float(t)))  # type: ignore[arg-type]
+        _, z = self._mixed(state, ctx.prepared_as(ContinuizedPrepared).eta, nodes, np.full(ctx.n, float(t)))
         return ctx.problem.conjugate_grad(z, nodes)

@@ -40,15 +40,16 @@ worst-case χ₁ of the rate-weighted Laplacians.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numba
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, EventAlgorithm, Params, register_algorithm
+from fedopt.algorithms.base import Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.core.arrays import FloatArray, IntArray, State
+from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
 
 #: Row order of the six per-node vectors in ``state["s"]``.
@@ -277,14 +278,6 @@ def _gossip_step(S: np.ndarray, T: np.ndarray, nodes: np.ndarray, t: np.ndarray,
 
 
 # ---- rates and constants ----------------------------------------------------------------
-def _sequence(ctx: Context) -> list[Topology]:
-    """The graphs the run will visit: the time-varying sequence when the engine shares
-    it as ``ctx.extra["time_varying"]`` (an object with ``topologies``), else the graph in force."""
-    tv = ctx.extra.get("time_varying")
-    tops = getattr(tv, "topologies", None) if tv is not None else None
-    return list(tops) if tops else [ctx.topology]
-
-
 def _chis(top: Topology, weights: FloatArray | None) -> tuple[float, float]:
     from fedopt.topology.spectral import chi1, chi2
 
@@ -297,56 +290,81 @@ def normalized_rate(top: Topology) -> float:
     return math.sqrt(2.0 * c1 * c2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RatePlan:
-    """Per-graph edge rates and the worst-case χ's of their rate-weighted Laplacians."""
+    """Per-graph edge rates (``rates[k]`` of ``topologies[k]``) and the worst-case χ's of
+    their rate-weighted Laplacians."""
 
-    rates: dict[int, FloatArray]  # id(topology) -> rates
+    rates: tuple[FloatArray, ...]
     chi1: float
     chi2: float
     topologies: tuple[Topology, ...] = ()
 
     def rates_for(self, top: Topology) -> FloatArray:
-        """The edge rates of ``top`` (matched by identity, else by its edge list)."""
-        r = self.rates.get(id(top))
-        if r is not None:
-            return r
-        for cand in self.topologies:
-            if cand.n == top.n and cand.m == top.m and np.array_equal(cand.edges, top.edges):
-                return self.rates[id(cand)]
+        """The edge rates of ``top``: one of :attr:`topologies`, or a graph with the same
+        nodes, edges and given rates (the rates are a function of those)."""
+        for cand, r in zip(self.topologies, self.rates):
+            if cand is top:
+                return r
+        for cand, r in zip(self.topologies, self.rates):
+            if cand.n == top.n and np.array_equal(cand.edges, top.edges) and _same_rates(cand.rates, top.rates):
+                return r
         raise ValueError(
-            f"dadao: topology {top.name!r} is not in the sequence its constants were set for; "
-            "share a time-varying topology with the algorithm as ctx.extra['time_varying']"
+            f"dadao: topology {top.name!r} is not one of the graphs its rates were planned for "
+            f"({', '.join(repr(t.name) for t in self.topologies)})"
         )
 
 
-def plan_rates(tops: list[Topology], scale: float, allow_subcritical: bool) -> RatePlan:
+def _same_rates(a: FloatArray | None, b: FloatArray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
+def plan_rates(tops: Sequence[Topology], scale: float, allow_subcritical: bool) -> RatePlan:
     """Edge rates of every graph of ``tops`` (uniform at the condition unless given)."""
-    given = [t.rates is not None for t in tops]
-    uniform: dict[int, FloatArray] = {}
-    if not all(given):
+    lam_tot = math.nan
+    if any(t.rates is None for t in tops):
         # worst-case χ's of L_norm over the graphs without given rates (paper §4.3)
-        chis = [_chis(t, np.full(t.m, 1.0 / t.m)) for t, g in zip(tops, given) if not g]
+        chis = [_chis(t, np.full(t.m, 1.0 / t.m)) for t in tops if t.rates is None]
         lam_tot = math.sqrt(2.0 * max(c[0] for c in chis) * max(c[1] for c in chis))
-        for t, g in zip(tops, given):
-            if not g:
-                uniform[id(t)] = np.full(t.m, lam_tot / t.m)
-    rates: dict[int, FloatArray] = {}
+    rates: list[FloatArray] = []
     c1w = c2w = 0.0
     for t in tops:
-        r = (t.rates if t.rates is not None else uniform[id(t)]) * scale
+        r = (t.rates if t.rates is not None else np.full(t.m, lam_tot / t.m)) * scale
         if (r <= 0).any():
             raise ValueError(f"dadao: topology {t.name!r} has non-positive gossip rates; every edge needs λ_ij > 0")
         c1, c2 = _chis(t, r)
         c1w, c2w = max(c1w, c1), max(c2w, c2)
-        rates[id(t)] = r
+        rates.append(r)
     cond = 2.0 * c1w * c2w
     if cond > 1.0 + RATE_CONDITION_RTOL and not allow_subcritical:
         raise ValueError(
             f"dadao: gossip rates violate the condition 2·χ1(Λ)·χ2(Λ) ≤ 1 (got {cond:.4g}); "
             f"scale them up by at least {math.sqrt(cond):.4g} (rate_scale) or pass allow_subcritical=True"
         )
-    return RatePlan(rates, c1w, c2w, tuple(tops))
+    return RatePlan(tuple(rates), c1w, c2w, tuple(tops))
+
+
+@dataclass(frozen=True, eq=False)
+class DADAOPrepared(Prepared):
+    """The run's rate plan and constants, the edge rates of one graph, and the constants
+    the kernels take as plain floats (``vec``: :meth:`DADAOConstants.ode_vector`;
+    ``delta`` = δ + δ̃, the ỹ step of a gradient event)."""
+
+    plan: RatePlan
+    const: DADAOConstants
+    rates: FloatArray
+    vec: FloatArray
+    nu: float
+    gamma: float
+    gamma_t: float
+    delta: float
+    beta: float
+    beta_t: float
+
+    @classmethod
+    def build(cls, plan: RatePlan, const: DADAOConstants, rates: FloatArray) -> DADAOPrepared:
+        return cls(plan, const, rates, const.ode_vector(), const.nu, const.gamma, const.gamma_t,
+                   const.delta + const.delta_t, const.beta, const.beta_t)
 
 
 # ---- the algorithm --------------------------------------------------------------------
@@ -355,44 +373,30 @@ class DADAO(EventAlgorithm):
     """DADAO (Nabli & Oyallon 2023, Alg. 1); see the module docstring.
 
     State: ``s [n, 6, d]`` (rows in :data:`VARIABLES` order) and the last-event
-    times ``T [n]``.
+    times ``T [n]``, both per node.
     """
 
     Params = DADAOParams
     params: DADAOParams
     needs_strong_convexity = True
+    layout = {"s": Layout.NODE, "T": Layout.NODE}
 
-    def _setup(self, ctx: Context) -> "_Run":
-        """Rates and constants of the run ``ctx`` belongs to (computed once per run)."""
-        run = self._run
-        if run is not None and run.ctx is ctx:
-            return run
-        run = ctx.extra.get(("dadao", id(self)))
-        if run is None:
-            prob = ctx.problem
-            if prob.mu is None or not prob.mu > 0:
-                raise ValueError("dadao: needs a strongly convex problem (problem.mu > 0)")
-            tops = _sequence(ctx)
-            if all(t is not ctx.topology for t in tops):
-                tops = [ctx.topology, *tops]
-            plan = plan_rates(tops, self.params.rate_scale, self.params.allow_subcritical)
-            const = DADAOConstants.from_problem(float(prob.L), float(prob.mu), plan.chi1)
-            run = ctx.extra[("dadao", id(self))] = _Run(ctx, plan, const)
-        self._run = run
-        return run
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._run: _Run | None = None
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[DADAOPrepared]:
+        """Rates of every graph (uniform at the condition from the worst-case χ's over the
+        graphs, unless given) and the constants with the worst χ₁ (paper §4.3)."""
+        if problem.mu is None or not problem.mu > 0:
+            raise ValueError("dadao: needs a strongly convex problem (problem.mu > 0)")
+        plan = plan_rates(graphs, self.params.rate_scale, self.params.allow_subcritical)
+        const = DADAOConstants.from_problem(float(problem.L), float(problem.mu), plan.chi1)
+        return [DADAOPrepared.build(plan, const, r) for r in plan.rates]
 
     def constants(self, ctx: Context) -> DADAOConstants:
-        return self._setup(ctx).const
+        return ctx.prepared_as(DADAOPrepared).const
 
     def rate_plan(self, ctx: Context) -> RatePlan:
-        return self._setup(ctx).plan
+        return ctx.prepared_as(DADAOPrepared).plan
 
     def init(self, ctx: Context) -> State:
-        self._setup(ctx)
         n, d = ctx.n, ctx.d
         s = np.zeros((n, 6, d))
         s[:, 0] = self.initial_point(ctx)
@@ -401,10 +405,10 @@ class DADAO(EventAlgorithm):
         return {"s": s, "T": np.zeros(n)}
 
     def clock_rates(self, ctx: Context) -> tuple[FloatArray, FloatArray]:
-        return np.ones(ctx.n), self._setup(ctx).plan.rates_for(ctx.topology)
+        return np.ones(ctx.n), ctx.prepared_as(DADAOPrepared).rates
 
     def on_compute(self, state: State, ctx: Context, nodes: IntArray, t: FloatArray) -> None:
-        run = self._setup(ctx)
+        run = ctx.prepared_as(DADAOPrepared)
         S = state["s"]
         X = _mix_read(S, state["T"], nodes, t, run.vec, 0)
         if self.params.batch_size is None:
@@ -415,34 +419,21 @@ class DADAO(EventAlgorithm):
         ctx.oracle.local_step(nodes)
 
     def gossip_message(self, state: State, ctx: Context, nodes: IntArray, t: FloatArray) -> FloatArray:
-        return _mix_read(state["s"], state["T"], nodes, t, self._setup(ctx).vec, 2)  # type: ignore[no-any-return]
+        return _mix_read(state["s"], state["T"], nodes, t, ctx.prepared_as(DADAOPrepared).vec, 2)  # type: ignore[no-any-return]
 
     def on_gossip(
         self, state: State, ctx: Context, nodes: IntArray, t: FloatArray, own: FloatArray, peer: FloatArray
     ) -> None:
-        run = self._setup(ctx)
+        run = ctx.prepared_as(DADAOPrepared)
         _gossip_step(state["s"], state["T"], nodes, t, run.vec, own, peer, run.beta, run.beta_t)
 
     def synchronize(self, state: State, ctx: Context, t: float) -> None:
         n = state["T"].shape[0]
-        _mix_nodes(state["s"], state["T"], np.arange(n), np.full(n, float(t)), self._setup(ctx).vec)
+        _mix_nodes(state["s"], state["T"], np.arange(n), np.full(n, float(t)), ctx.prepared_as(DADAOPrepared).vec)
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
         """``x_i`` propagated to ``t`` (the (x, x̃) block is autonomous; the state is not changed)."""
-        eta = self._setup(ctx).const.eta
+        eta = ctx.prepared_as(DADAOPrepared).const.eta
         S = state["s"]
         ex = np.exp(-2.0 * eta * (t - state["T"]))[:, None]
         return 0.5 * (1.0 + ex) * S[:, 0] + 0.5 * (1.0 - ex) * S[:, 1]
-
-
-class _Run:
-    """Per-run cache: the context, the rate plan, the constants as plain floats."""
-
-    __slots__ = ("ctx", "plan", "const", "vec", "nu", "gamma", "gamma_t", "delta", "beta", "beta_t")
-
-    def __init__(self, ctx: Context, plan: RatePlan, const: DADAOConstants) -> None:
-        self.ctx, self.plan, self.const = ctx, plan, const
-        self.vec = const.ode_vector()
-        self.nu, self.gamma, self.gamma_t = const.nu, const.gamma, const.gamma_t
-        self.delta = const.delta + const.delta_t
-        self.beta, self.beta_t = const.beta, const.beta_t

@@ -12,12 +12,16 @@ constant step the iterates converge linearly to a neighbourhood of ``x*`` of siz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, RoundAlgorithm, register_algorithm
-from fedopt.algorithms.decentralized.mixing import MixingParams, mixing_of
+from fedopt.algorithms.base import Context, Layout, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.decentralized.mixing import MixingParams, MixingPrepared, prepare_mixing
 from fedopt.core.arrays import State
+from fedopt.problems.base import Problem
+from fedopt.topology.graph import Topology
 
 
 class DGDParams(MixingParams):
@@ -30,12 +34,16 @@ class DGDParams(MixingParams):
 class DGD(RoundAlgorithm):
     Params = DGDParams
     params: DGDParams
+    layout = {"x": Layout.NODE}
+
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MixingPrepared]:
+        return prepare_mixing(self.params, graphs)
 
     def init(self, ctx: Context) -> State:
         return {"x": np.tile(self.initial_point(ctx), (ctx.n, 1))}
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        W = mixing_of(self.params, ctx)
+        W = ctx.prepared_as(MixingPrepared).W
         x = state["x"]
         lr = self.params.lr / (r + 1) ** self.params.decay
         if self.params.batch_size is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, EventAlgorithm, Params, register_algorithm
+from fedopt.algorithms.base import Context, EventAlgorithm, Layout, Params, register_algorithm
 from fedopt.core.arrays import FloatArray, IntArray, State
 
 
@@ -33,6 +33,7 @@ class GossipSGDParams(Params):
 class GossipSGD(EventAlgorithm):
     Params = GossipSGDParams
     params: GossipSGDParams
+    layout = {"x": Layout.NODE}
 
     def init(self, ctx: Context) -> State:
         return {"x": np.tile(self.initial_point(ctx), (ctx.n, 1))}

@@ -23,12 +23,16 @@ Counting: n gradients per round; one gossip round over every edge carries
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, RoundAlgorithm, register_algorithm
-from fedopt.algorithms.decentralized.mixing import MixingParams, mixing_of
+from fedopt.algorithms.base import Context, Layout, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.decentralized.mixing import MixingParams, MixingPrepared, prepare_mixing
 from fedopt.core.arrays import State
+from fedopt.problems.base import Problem
+from fedopt.topology.graph import Topology
 
 
 class GradientTrackingParams(MixingParams):
@@ -40,6 +44,10 @@ class GradientTrackingParams(MixingParams):
 class GradientTracking(RoundAlgorithm):
     Params = GradientTrackingParams
     params: GradientTrackingParams
+    layout = {"x": Layout.NODE, "y": Layout.NODE, "g": Layout.NODE}
+
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MixingPrepared]:
+        return prepare_mixing(self.params, graphs)
 
     def _lr(self, ctx: Context) -> float:
         return self.params.lr if self.params.lr is not None else 1.0 / (4.0 * float(ctx.problem.L))
@@ -50,7 +58,7 @@ class GradientTracking(RoundAlgorithm):
         return {"x": x, "y": g.copy(), "g": g}
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        W = mixing_of(self.params, ctx)
+        W = ctx.prepared_as(MixingPrepared).W
         x, y, g = state["x"], state["y"], state["g"]
         top = ctx.topology
         ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)

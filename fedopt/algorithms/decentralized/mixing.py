@@ -3,11 +3,14 @@ tracking): which weights (:mod:`fedopt.topology.mixing`) and whether lazy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from fedopt.algorithms.base import Context, Params
+from fedopt.algorithms.base import Params, Prepared
+from fedopt.topology.graph import Topology
 from fedopt.topology.mixing import check_mixing, mixing_matrix
 
 
@@ -21,10 +24,13 @@ class MixingParams(Params):
         return check_mixing(v)
 
 
-def mixing_of(params: MixingParams, ctx: Context) -> Any:
-    """The run's mixing matrix for the topology in force (built once per topology)."""
-    key = ("mixing", params.mixing, params.lazy, id(ctx.topology))
-    W = ctx.extra.get(key)
-    if W is None:
-        W = ctx.extra[key] = mixing_matrix(ctx.topology, params.mixing, params.lazy)
-    return W
+@dataclass(frozen=True, eq=False)
+class MixingPrepared(Prepared):
+    """The mixing matrix ``W`` of one graph (dense, or sparse on large graphs)."""
+
+    W: Any
+
+
+def prepare_mixing(params: MixingParams, graphs: Sequence[Topology]) -> list[MixingPrepared]:
+    """The mixing matrix of every graph of the run (built once per run)."""
+    return [MixingPrepared(mixing_matrix(top, params.mixing, params.lazy)) for top in graphs]

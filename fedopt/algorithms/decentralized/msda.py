@@ -28,18 +28,34 @@ Alg. 2, line 3: n gradient evaluations per round, through the counting oracle's
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Params, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, Layout, Params, Prepared, RoundAlgorithm, register_algorithm
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum, sparse_laplacian
 from fedopt.core.arrays import FloatArray, State
-from fedopt.problems.base import quadratic_form
+from fedopt.problems.base import Problem, quadratic_form
+from fedopt.topology.graph import Topology
 
 
 class MSDAParams(Params):
     K: int | None = Field(None, ge=1, description="gossip steps per round (default ⌊1/√γ⌋, their Alg. 2)")
+
+
+@dataclass(frozen=True, eq=False)
+class MSDAPrepared(Prepared):
+    """``W = L_G/|E|`` of one graph and the constants of Alg. 2 for it (module docstring)."""
+
+    W: sp.csr_matrix
+    c2: float
+    c3: float
+    K: int
+    eta: float
+    mom: float
 
 
 @register_algorithm("msda")
@@ -47,40 +63,38 @@ class MSDA(RoundAlgorithm):
     Params = MSDAParams
     params: MSDAParams
     needs_strong_convexity = True
+    layout = {"x": Layout.NODE, "y": Layout.NODE}
 
-    def _setup(self, ctx: Context) -> dict[str, object]:
-        top = ctx.topology
-        key = ("msda", id(self), id(top))
-        if key not in ctx.extra:
-            prob = ctx.problem
-            if prob.mu is None or not prob.mu > 0:
-                raise ValueError("msda: needs a strongly convex problem (problem.mu > 0)")
-            quadratic_form(prob)
-            w = np.full(top.m, 1.0 / top.m)
-            l2, lmax = laplacian_spectrum(top, w)
-            gam = l2 / lmax
-            c1 = (1 - math.sqrt(gam)) / (1 + math.sqrt(gam))
-            c2 = (1 + gam) / (1 - gam) if gam < 1 else math.inf
-            c3 = 2 / ((1 + gam) * lmax)
-            K = self.params.K if self.params.K is not None else max(1, int(1 / math.sqrt(gam) + 1e-9))
-            kappa = float(prob.L) / float(prob.mu)
-            cK = c1**K
-            ctx.extra[key] = dict(
-                W=sparse_laplacian(top, w), c2=c2, c3=c3, K=K,
-                eta=float(prob.mu) * (1 + c1 ** (2 * K)) / (1 + cK) ** 2,
-                mom=((1 + cK) * math.sqrt(kappa) - 1 + cK) / ((1 + cK) * math.sqrt(kappa) + 1 - cK),
-            )
-        return ctx.extra[key]  # type: ignore[no-any-return]
+    def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MSDAPrepared]:
+        if problem.mu is None or not problem.mu > 0:
+            raise ValueError("msda: needs a strongly convex problem (problem.mu > 0)")
+        quadratic_form(problem)
+        return [self._prepare_graph(float(problem.L), float(problem.mu), top) for top in graphs]
+
+    def _prepare_graph(self, L: float, mu: float, top: Topology) -> MSDAPrepared:
+        w = np.full(top.m, 1.0 / top.m)
+        l2, lmax = laplacian_spectrum(top, w)
+        gam = l2 / lmax
+        c1 = (1 - math.sqrt(gam)) / (1 + math.sqrt(gam))
+        c2 = (1 + gam) / (1 - gam) if gam < 1 else math.inf
+        c3 = 2 / ((1 + gam) * lmax)
+        K = self.params.K if self.params.K is not None else max(1, int(1 / math.sqrt(gam) + 1e-9))
+        kappa = L / mu
+        cK = c1**K
+        return MSDAPrepared(
+            W=sparse_laplacian(top, w), c2=c2, c3=c3, K=K,
+            eta=mu * (1 + c1 ** (2 * K)) / (1 + cK) ** 2,
+            mom=((1 + cK) * math.sqrt(kappa) - 1 + cK) / ((1 + cK) * math.sqrt(kappa) + 1 - cK),
+        )
 
     def init(self, ctx: Context) -> State:
-        self._setup(ctx)
         z = np.zeros((ctx.n, ctx.d))
         return {"x": z, "y": z.copy()}
 
     def accelerated_gossip(self, ctx: Context, X: FloatArray) -> FloatArray:
         """``X − T_K(c₂(I − c₃W))X / T_K(c₂)`` (Chebyshev), counting ``K`` gossip steps."""
-        s = self._setup(ctx)
-        W, c2, c3, K = s["W"], float(s["c2"]), float(s["c3"]), int(s["K"])  # type: ignore[arg-type]
+        s = ctx.prepared_as(MSDAPrepared)
+        W, c2, c3, K = s.W, s.c2, s.c3, s.K
         top = ctx.topology
         edges, eids = top.edges, np.arange(top.m)
         if math.isinf(c2):  # γ = 1 (complete graph): K = 1 and X − (I − c₃W)X = c₃WX
@@ -97,12 +111,12 @@ class MSDA(RoundAlgorithm):
         return X - x / a  # type: ignore[no-any-return]
 
     def round(self, state: State, ctx: Context, r: int) -> State:
-        s = self._setup(ctx)
+        s = ctx.prepared_as(MSDAPrepared)
         x, y = state["x"], state["y"]
         theta = ctx.oracle.conjugate_grad(x, np.arange(ctx.n))
         ctx.oracle.local_step_all()
-        y_new = x - float(s["eta"]) * self.accelerated_gossip(ctx, theta)  # type: ignore[arg-type]
-        mom = float(s["mom"])  # type: ignore[arg-type]
+        y_new = x - s.eta * self.accelerated_gossip(ctx, theta)
+        mom = s.mom
         return {"x": (1 + mom) * y_new - mom * y, "y": y_new}
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:

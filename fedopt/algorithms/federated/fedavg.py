@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, FederatedAlgorithm, Params, register_algorithm
+from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, register_algorithm
 from fedopt.core.arrays import FloatArray, IntArray, State
 
 
@@ -34,6 +34,7 @@ class FedAvgParams(Params):
 class FedAvg(FederatedAlgorithm):
     Params = FedAvgParams
     params: FedAvgParams
+    layout = {"server": Layout.SERVER}
 
     def init(self, ctx: Context) -> State:
         return {"server": self.initial_point(ctx)}

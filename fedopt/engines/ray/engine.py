@@ -10,19 +10,25 @@ How a run is spread (the driver is the process that calls :meth:`RayEngine.run`)
   gossip is done in two phases with the peer messages passed between shards
   as object references. Nodes are placed with a graph partition that keeps
   edges inside shards (:mod:`fedopt.engines.ray.partition`).
-* **Federated algorithms** — the driver runs ``configure``, puts the payload
-  (and the server's arrays) in the object store once per round, each shard
-  runs ``client_update`` for its selected clients, vectorized, and returns
-  ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order and
-  runs ``aggregate``. Per-client state rows (arrays whose first axis is the
-  ``n`` clients, e.g. control variates) stay in the shards. An algorithm
-  whose ``configure`` / ``aggregate`` read per-client rows, or whose
-  ``client_update`` writes the broadcast or the server's arrays, does not fit
-  this split: the engine then runs its rounds on the driver (exact, noted in
-  the run's message).
+* **Federated algorithms** — the driver runs ``configure`` on the server keys,
+  puts the payload (and the server's arrays) in the object store once per round,
+  each shard runs ``client_update`` for its selected clients, vectorized, and
+  returns ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order
+  and runs ``aggregate`` on the server keys. The per-client keys (e.g. control
+  variates) stay in the shards.
 * **Other round-based algorithms** (DGD, gradient tracking, ...) — a round is
   one matrix step over all nodes, so the round runs on the driver-side state
   with the counted channel, as in the local engine (exact; no actors are used).
+
+What lives where follows the algorithm's declared state layout
+(:class:`~fedopt.algorithms.base.Layout`), never the arrays' shapes: the rows of
+the per-node (event-based) or per-client (federated) keys live in the shards,
+the server keys on the driver, and the shards get the server arrays read-only
+(:class:`ShardSplit`). A step that breaks the split (``configure`` reading a
+per-client key, ``client_update`` replacing a server array, a declaration the
+engine cannot place) is an error that names the algorithm and the key.
+The algorithm's per-run precomputations (:class:`~fedopt.algorithms.base.Prepared`)
+are built once on the driver and shipped to the shards with the run.
 
 Every shard counts into its own :class:`~fedopt.core.meter.Meter`; at record
 points the driver sums them (with its own counts) into the row's meter and
@@ -50,13 +56,23 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from fedopt.algorithms.base import EventAlgorithm, FederatedAlgorithm
+from fedopt.algorithms.base import (
+    Algorithm,
+    EventAlgorithm,
+    FederatedAlgorithm,
+    Layout,
+    aggregate_step,
+    configure_step,
+    keys_of,
+)
+from fedopt.core.arrays import IntArray
 from fedopt.core.levels import schedule_levels
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.trace import checkpoint_row
@@ -65,10 +81,7 @@ from fedopt.engines.ray.cluster import join_cluster
 from fedopt.engines.ray.events import plan_block
 from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of
 from fedopt.engines.ray.worker import ShardWorker, topology_for_period
-
-
-class SplitUnsupported(Exception):
-    """The federated algorithm does not fit the configure / client_update / aggregate split."""
+from fedopt.topology.graph import Topology
 
 
 class ActorLost(Exception):
@@ -92,10 +105,43 @@ def merge_meters(driver: Meter, shards: list[dict[str, Any]]) -> Meter:
     return out
 
 
-def _is_client_key(v: Any, n: int, d: int) -> bool:
-    if not isinstance(v, np.ndarray) or v.ndim == 0 or v.shape[0] != n:
-        return False
-    return v.ndim >= 2 or n != d
+def _node_shards(top: Topology, n: int, k: int, seed: int) -> list[IntArray]:
+    return graph_shards(top.edges, n, k, seed=seed)
+
+
+def _client_shards(top: Topology, n: int, k: int, seed: int) -> list[IntArray]:
+    return contiguous_shards(n, k)
+
+
+@dataclass(frozen=True)
+class ShardSplit:
+    """How one kind of algorithm is spread over the shards.
+
+    ``rows``: the layout whose rows live in the shards (the other keys are server
+    keys, kept on the driver and read-only in the shards); ``partition(top, n, k,
+    seed)``: the shards' rows; ``iterates_in_shards``: the iterates at a record
+    point are read in the shards (lazy per-node state) rather than on the driver.
+    """
+
+    kind: str
+    rows: Layout
+    partition: Callable[[Topology, int, int, int], list[IntArray]]
+    iterates_in_shards: bool
+
+
+#: Event-based algorithms: per-node rows, placed by a graph partition that keeps edges inside shards.
+NODE_SPLIT = ShardSplit("event-based", Layout.NODE, _node_shards, True)
+#: Federated algorithms: per-client rows in contiguous blocks of clients.
+CLIENT_SPLIT = ShardSplit("federated", Layout.CLIENT, _client_shards, False)
+
+
+def split_for(algo: Algorithm) -> ShardSplit | None:
+    """The split of ``algo``'s kind; ``None`` for synchronous rounds that run on the driver."""
+    if isinstance(algo, EventAlgorithm):
+        return NODE_SPLIT
+    if isinstance(algo, FederatedAlgorithm):
+        return CLIENT_SPLIT
+    return None
 
 
 class ActorPool:
@@ -131,17 +177,15 @@ class ActorPool:
 class RaySimulation(Simulation):
     """A :class:`Simulation` whose rounds and events run in the shards of an actor pool."""
 
-    def __init__(self, spec: RunSpec, pool: ActorPool, hook: Callable[[str, int], None] | None = None,
-                 driver_rounds: bool = False) -> None:
+    def __init__(self, spec: RunSpec, pool: ActorPool, hook: Callable[[str, int], None] | None = None) -> None:
         super().__init__(spec)
+        split = split_for(self.algo)
+        if split is None:
+            raise TypeError(f"ray engine: algorithm {self.algo.name!r} runs its rounds on the driver "
+                            "(a plain Simulation), not in shards")
+        self.split = split
         self.pool = pool
         self.hook = hook
-        if isinstance(self.algo, EventAlgorithm):
-            self.mode = "events"
-        elif isinstance(self.algo, FederatedAlgorithm) and not driver_rounds:
-            self.mode = "federated"
-        else:
-            self.mode = "driver"
         self.notes: list[str] = []
         self.cut = 0
         self.rng_used: set[str] = set()
@@ -155,21 +199,26 @@ class RaySimulation(Simulation):
     # ---- set-up -------------------------------------------------------------------------
     def start(self) -> None:
         super().start()
-        if self.mode == "driver":
-            return
+        split = self.split
+        for key, kind in self.layout.items():
+            if kind not in (split.rows, Layout.SERVER):
+                raise ValueError(f"ray engine: algorithm {self.algo.name!r}: state key {key!r} is declared "
+                                 f"{kind.value}; the ray engine places {split.rows.value} and server state "
+                                 f"of {split.kind} algorithms")
         n = self.spec.problem.n
         k = min(len(self.pool.actors), n)
         top = self.ctx.topology
-        if self.mode == "events":
-            self.shards = graph_shards(top.edges, n, k, seed=self.spec.seed)
-            self.cut = cut_edges(top.edges, owner_of(self.shards, n))
-        else:
-            self.shards = contiguous_shards(n, k)
+        self.shards = split.partition(top, n, k, self.spec.seed)
         self.owner = owner_of(self.shards, n)
+        if split.rows is Layout.NODE:
+            self.cut = cut_edges(top.edges, self.owner)
         self.actors = self.pool.actors[:k]
-        self.client_keys = sorted(key for key, v in self.state.items() if _is_client_key(v, n, self.spec.problem.d))
+        self.row_keys = keys_of(self.layout, split.rows)
+        assert self.prepared is not None
         self._spec_ref = ray.put(self.spec)
-        ray.get([a.setup.remote(self._spec_ref, i, s) for i, (a, s) in enumerate(zip(self.actors, self.shards))])
+        self._prepared_ref = ray.put(self.prepared.prepared)
+        ray.get([a.setup.remote(self._spec_ref, self._prepared_ref, i, s)
+                 for i, (a, s) in enumerate(zip(self.actors, self.shards))])
         self._shard_meters = [Meter(n=n).state_dict() for _ in self.actors]
 
     def _heal(self) -> None:
@@ -180,7 +229,7 @@ class RaySimulation(Simulation):
             if not self.pool.alive(i):
                 self.pool.replace(i)
                 self.actors[i] = self.pool.actors[i]
-                ray.get(self.actors[i].setup.remote(self._spec_ref, i, self.shards[i]))
+                ray.get(self.actors[i].setup.remote(self._spec_ref, self._prepared_ref, i, self.shards[i]))
         state_ref = ray.put(ck["state"])
         ray.get([a.restore.remote(state_ref, ck["shard_meters"][i], ck["shard_rng"][i], ck["period_index"])
                  for i, a in enumerate(self.actors)])
@@ -220,31 +269,23 @@ class RaySimulation(Simulation):
         ctx = self.ctx
         ctx.rng, ctx.meter, ctx.oracle.meter, ctx.topology = self.rng, self.meter, self.meter, ck["topology"]
         ctx.channel = Channel(self.meter, ctx.topology.latency, ctx.topology.bandwidth)
+        assert self.prepared is not None
+        ctx.prepared = self.prepared.for_graph(ctx.topology)
         self._shard_meters, self._shard_rng = ck["shard_meters"], ck["shard_rng"]
 
     def record(self) -> dict[str, Any]:
-        if self.mode == "driver":
-            return super().record()
-        events = self.mode == "events"
-        keys = list(self.state) if events else self.client_keys
-        snaps = self._get([a.snapshot.remote(self.t, events, keys) for a in self.actors])
+        in_shards = self.split.iterates_in_shards
+        keys = self.row_keys
+        snaps = self._get([a.snapshot.remote(self.t, in_shards, keys) for a in self.actors])
         n = self.spec.problem.n
         state = dict(self.state)
         for k in keys:
-            v = self.state[k]
-            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
-                full = np.array(v)
-                for s, snap in zip(self.shards, snaps):
-                    full[s] = snap["rows"][k]
-                state[k] = full
-            else:
-                w0 = snaps[0]["whole"][k]
-                if any(not np.array_equal(w0, snap["whole"][k]) for snap in snaps[1:]):
-                    raise RuntimeError(f"state entry {k!r} is not per-node but event handlers change it: "
-                                       f"algorithm {self.algo.name!r} cannot be sharded by the ray engine")
-                state[k] = w0
+            full = np.array(self.state[k])
+            for s, snap in zip(self.shards, snaps):
+                full[s] = snap["rows"][k]
+            state[k] = full
         self.state = state
-        if events:
+        if in_shards:
             X = np.empty((n, self.spec.problem.d))
             for s, snap in zip(self.shards, snaps):
                 X[s] = snap["X"]
@@ -265,41 +306,27 @@ class RaySimulation(Simulation):
 
     # ---- the parts that run in the shards --------------------------------------------------
     def apply_rounds(self, count: int) -> None:
-        if self.mode != "federated":
-            return super().apply_rounds(count)
         algo = self.algo
         assert isinstance(algo, FederatedAlgorithm)
-        ck = set(self.client_keys)
+        layout, ctx = self.layout, self.ctx
+        server_keys = keys_of(layout, Layout.SERVER)
         for _ in range(count):
             r = self.round
-            server = {k: v for k, v in self.state.items() if k not in ck}
-            try:
-                clients, payload = algo.configure(server, self.ctx, r)
-            except KeyError as exc:
-                raise SplitUnsupported(f"configure reads per-client state {exc}") from None
-            clients = np.asarray(clients, dtype=np.int64)
-            bundle = ray.put({"payload": payload, "server": server})
+            clients, payload = configure_step(algo, self.state, layout, ctx, r)
+            bundle = ray.put({"payload": payload, "server": {k: self.state[k] for k in server_keys}})
             own = self.owner[clients]
             calls = [(i, clients[own == i]) for i in range(len(self.actors))]
             calls = [(i, c) for i, c in calls if len(c)] or [(0, clients)]
             refs = [self.actors[i].client_update.remote(bundle, c, r, self._period_index) for i, c in calls]
             self._tick("round")
             parts = self._get(refs)
-            for p in parts:
-                if "contract" in p:
-                    raise SplitUnsupported(p["contract"])
             total = parts[0]["sum"]
             weight = parts[0]["weight"]
             for p in parts[1:]:
                 total = total + p["sum"]
                 weight += p["weight"]
-            try:
-                new = algo.aggregate(server, self.ctx, total, weight, r)
-            except KeyError as exc:
-                raise SplitUnsupported(f"aggregate reads per-client state {exc}") from None
-            if ck & set(new):
-                raise SplitUnsupported(f"aggregate writes per-client state {sorted(ck & set(new))}")
-            self.state = {**new, **{k: self.state[k] for k in self.client_keys}}
+            new = aggregate_step(algo, self.state, layout, ctx, total, weight, r)
+            self.state = {**new, **{k: self.state[k] for k in self.row_keys}}
             self.round += 1
             self.meter.rounds = self.round
 
@@ -358,7 +385,7 @@ class RaySimulation(Simulation):
                          "not draw-for-draw equal to the local engine")
         note = "; ".join(notes)
         message = f"{message} [{note}]" if message and note else (message or note)
-        meter = self.meter if self.mode == "driver" else getattr(self, "merged_meter", self.meter)
+        meter = getattr(self, "merged_meter", self.meter)
         return RunResult(self.spec.run_id, self.rows, status, message, self.state, meter)
 
 
@@ -428,16 +455,9 @@ class RayEngine(Engine):
         return self._ensure_pool().actors
 
     def _run(self, spec: RunSpec, progress: Callable[[float], None] | None) -> RunResult:
-        pool = self._ensure_pool()
-        sim = RaySimulation(spec, pool, self.fault_hook)
-        try:
-            return sim.run(progress, self.max_restarts)
-        except SplitUnsupported as exc:
-            sim = RaySimulation(spec, pool, self.fault_hook, driver_rounds=True)
-            res = sim.run(progress, self.max_restarts)
-            note = f"rounds ran on the driver: {exc}"
-            res.message = f"{res.message}; {note}" if res.message else note
-            return res
+        if split_for(spec.algorithm) is None:  # synchronous rounds: one matrix step on the driver
+            return Simulation(spec).run(progress)
+        return RaySimulation(spec, self._ensure_pool(), self.fault_hook).run(progress, self.max_restarts)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -448,4 +468,5 @@ class RayEngine(Engine):
         self._owns_ray = False
 
 
-__all__ = ["RayEngine", "RaySimulation", "merge_meters", "topology_for_period"]
+__all__ = ["CLIENT_SPLIT", "NODE_SPLIT", "RayEngine", "RaySimulation", "ShardSplit", "merge_meters", "split_for",
+           "topology_for_period"]

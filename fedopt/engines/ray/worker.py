@@ -1,9 +1,11 @@
 """The shard worker: one Ray actor hosting a shard of logical nodes as arrays.
 
 A worker rebuilds the run's context from the :class:`~fedopt.engines.base.RunSpec`
-(problem, topology, algorithm, its own :class:`Meter` and random streams) and
-holds a full-size copy of the algorithm state of which only its shard's rows
-are authoritative. It never talks to other workers directly: the driver hands
+(problem, topology, algorithm, its own :class:`Meter` and random streams) and the
+algorithm's per-run :class:`~fedopt.algorithms.base.Prepared` objects the driver
+built, and holds a full-size copy of the algorithm state of which only its
+shard's rows of the per-node (or per-client) keys are authoritative; the server
+keys are read-only here. It never talks to other workers directly: the driver hands
 it event plans (see :mod:`fedopt.engines.ray.events`) whose inputs may be other
 workers' outputs, resolved by Ray before the call runs.
 
@@ -20,7 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.algorithms.base import Context, EventAlgorithm, FederatedAlgorithm
+from fedopt.algorithms.base import (
+    Context,
+    EventAlgorithm,
+    FederatedAlgorithm,
+    Layout,
+    Prepared,
+    PreparedRun,
+    check_handlers_kept_layout,
+    check_state_layout,
+    client_step,
+    keys_of,
+    protect_server,
+    run_graphs,
+)
 from fedopt.core.arrays import IntArray, State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.rng import RngStreams, stream_key
@@ -72,14 +87,6 @@ def topology_for_period(topology: Any, period_index: int) -> Any:
     return topology.at((period_index + 0.5) * float(topology.period))
 
 
-def _read_only(a: Any) -> Any:
-    if isinstance(a, np.ndarray):
-        v = a.view()
-        v.setflags(write=False)
-        return v
-    return a
-
-
 class ShardWorker:
     """State rows, meter and random streams of one shard of nodes (or clients)."""
 
@@ -87,17 +94,24 @@ class ShardWorker:
         return os.getpid()
 
     # ---- set-up, checkpoints -------------------------------------------------------
-    def setup(self, spec: Any, shard: int, nodes: IntArray) -> int:
-        """Build the run's context and initial state; ``nodes`` are this shard's rows."""
+    def setup(self, spec: Any, prepared: tuple[Prepared, ...], shard: int, nodes: IntArray) -> int:
+        """Build the run's context and initial state; ``prepared``: the driver's
+        :class:`Prepared` objects (one per graph of the run); ``nodes``: this shard's rows."""
         self.spec = spec
         self.shard = int(shard)
         self.nodes = np.asarray(nodes, dtype=np.int64)
         self.period_index = 0
         top = topology_for_period(spec.topology, 0)
         self.meter = Meter(n=spec.problem.n)
-        self.ctx = Context(spec.problem, top, RngStreams(spec.seed), self.meter, Channel(self.meter, top.latency, top.bandwidth))
+        sequence = spec.topology if hasattr(spec.topology, "at") else None
+        self.ctx = Context(spec.problem, top, RngStreams(spec.seed), self.meter,
+                           Channel(self.meter, top.latency, top.bandwidth), sequence)
+        self.prepared = PreparedRun(run_graphs(spec.topology), tuple(prepared))
+        self.ctx.prepared = self.prepared.for_graph(top)
         self.algo = spec.algorithm
-        self.state: State = self.algo.init(self.ctx)  # same draws as the driver's init
+        state = self.algo.init(self.ctx)  # same draws as the driver's init
+        self.layout = check_state_layout(self.algo, state, self.ctx)
+        self._hold(state)
         self.rng = ShardStreams(spec.seed, self.shard)
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
@@ -126,31 +140,28 @@ class ShardWorker:
             )
         return "cuda"
 
+    def _hold(self, state: State) -> None:
+        """Keep ``state`` with read-only server arrays (handlers here only read them)."""
+        self.state = protect_server(state, self.layout)
+        self._server = {k: self.state[k] for k in keys_of(self.layout, Layout.SERVER)}
+
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "nodes": int(len(self.nodes))}
 
     def snapshot(self, t: float, iterates: bool, keys: list[str]) -> dict[str, Any]:
         """This shard's rows of ``keys`` (and of the iterates at ``t``), its meter and streams."""
+        check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         out: dict[str, Any] = {}
         if iterates:
             X = np.asarray(self.algo.iterates(self.state, self.ctx, t))
             out["X"] = np.array(X[self.nodes])
-        rows: dict[str, np.ndarray] = {}
-        whole: dict[str, Any] = {}
-        n = self.spec.problem.n
-        for k, v in self.state.items():
-            if k not in keys:
-                continue
-            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
-                rows[k] = np.array(v[self.nodes])
-            else:
-                whole[k] = np.array(v) if isinstance(v, np.ndarray) else v
-        out.update(rows=rows, whole=whole, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used))
+        rows = {k: np.array(self.state[k][self.nodes]) for k in keys}
+        out.update(rows=rows, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used))
         return out
 
     def restore(self, state: State, meter: dict[str, Any], rng: dict[str, Any], period_index: int) -> None:
         """Return to a checkpoint (the driver's assembled state; this shard's meter and streams)."""
-        self.state = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        self._hold({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
         self.meter.load_state_dict(meter)
         self.rng.set_state(rng)
         self._own_msgs = None
@@ -164,6 +175,7 @@ class ShardWorker:
         if top is not self.ctx.topology:
             self.ctx.topology = top
             self.ctx.channel = Channel(self.meter, top.latency, top.bandwidth)
+            self.ctx.prepared = self.prepared.for_graph(top)
 
     @contextmanager
     def _scratch_meter(self) -> Iterator[Meter]:
@@ -271,32 +283,15 @@ class ShardWorker:
     def client_update(self, bundle: dict[str, Any], clients: IntArray, r: int, period_index: int = 0) -> dict[str, Any]:
         """Local work of this shard's selected ``clients``: returns ``Σ w_k u_k`` and ``Σ w_k``.
 
-        The broadcast payload and the server's arrays are read-only here: a
-        ``client_update`` that writes them is reported as a contract breach
-        (the engine then runs the algorithm's rounds on the driver).
+        ``bundle`` holds the round's payload and the server's arrays (read-only here,
+        see :func:`~fedopt.algorithms.base.client_step`); the clients' rows of the
+        per-client keys are updated in this shard's state.
         """
         algo = self.algo
         assert isinstance(algo, FederatedAlgorithm)
         self._set_period(period_index)
-        payload = {k: _read_only(v) for k, v in bundle["payload"].items()}
-        server = {k: _read_only(v) for k, v in bundle["server"].items()}
-        client_keys = set(self.state) - set(server)
-        state = {k: self.state[k] for k in client_keys}
-        state.update(server)
-        try:
-            updates, weights = algo.client_update(payload, state, self.ctx, np.asarray(clients, dtype=np.int64), r)
-        except ValueError as exc:
-            if "read-only" in str(exc):
-                return {"contract": f"client_update writes the broadcast or server state ({exc})"}
-            raise
-        for k in server:
-            if state.get(k) is not server[k]:
-                return {"contract": f"client_update replaces server state entry {k!r}"}
-        for k, v in state.items():
-            if k in server:
-                continue
-            if k not in client_keys:
-                return {"contract": f"client_update adds state entry {k!r}"}
-            self.state[k] = v
-        weights = np.asarray(weights, dtype=np.float64)
-        return {"sum": weights @ np.asarray(updates), "weight": float(weights.sum())}
+        state = {**{k: self.state[k] for k in keys_of(self.layout, Layout.CLIENT)}, **bundle["server"]}
+        updates, weights, rows = client_step(algo, bundle["payload"], state, self.layout, self.ctx,
+                                             np.asarray(clients, dtype=np.int64), r)
+        self.state.update(rows)
+        return {"sum": weights @ updates, "weight": float(weights.sum())}
