@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.core.meter import Channel, Meter
-from fedopt.core.rng import RngStreams
+from fedopt.core.rng import NodeStream, RngStreams
 from fedopt.problems.base import CountingOracle, Problem
 from fedopt.topology.graph import Topology
 
@@ -49,8 +49,10 @@ class Context:
     """What an algorithm may use: oracles, the graph, the channel, random streams.
 
     ``oracle`` counts every gradient / query in ``meter``; ``channel`` counts
-    every message. ``rng`` hands out named streams (``"init"``, ``"noise"``,
-    ``"sampling"``, ...). ``topology`` is the graph in force (it changes at the
+    every message. ``rng`` hands out the run-level named streams (``"init"``,
+    ``"clocks"``, a server's ``"sampling"``, ...) for draws made once for the run;
+    draws made at nodes inside handlers (minibatches, noise, directions) come from
+    :meth:`node_rng`. ``topology`` is the graph in force (it changes at the
     switching times of a time-varying topology).
     """
 
@@ -72,6 +74,18 @@ class Context:
     @property
     def d(self) -> int:
         return self.problem.d
+
+    def node_rng(self, name: str) -> NodeStream:
+        """The per-node stream ``name``: ``ctx.node_rng("sampling").integers(nodes, high, size)``
+        returns ``[k, *size]`` draws keyed by (seed, stream, node) and advances each node's
+        counter, so the draws do not depend on batching or on how nodes are sharded
+        (:mod:`fedopt.core.rng`)."""
+        streams = self.rng.per_node
+        if streams is None or streams.n != self.n:
+            have = "none" if streams is None else f"n = {streams.n}"
+            raise ValueError(f"context: the run's random streams have no per-node streams for n = {self.n} "
+                             f"nodes ({have}); build them with RngStreams(seed, n_nodes={self.n})")
+        return streams[name]
 
 
 P = TypeVar("P", bound=Params)

@@ -130,7 +130,7 @@ class Simulation:
         self.spec = spec
         top0 = _topology_at(spec.topology, 0.0)
         self.meter = Meter(n=spec.problem.n)
-        self.rng = RngStreams(spec.seed)
+        self.rng = RngStreams(spec.seed, spec.problem.n)
         self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0))
         if hasattr(spec.topology, "at"):
             # algorithms that need the whole sequence (worst-case constants) read it here
