@@ -71,6 +71,7 @@ def test_dadao_authors_data_optimum() -> None:
         ("dadao_authors.py", ["--src", "{tmp}"], "--src"),
         ("dadao_authors.py", ["--src", "{tmp}", "--samples", "3"], "--samples"),
         ("flower_anchor.py", ["--bench-dir", "{tmp}", "--flower-python", sys.executable], "--bench-dir"),
+        ("gossip_events.py", ["--batch-size", "0"], "--batch-size"),
     ],
 )
 def test_benchmark_bad_input_is_one_line_naming_the_option(tmp_path: Path, script: str, args: list[str],

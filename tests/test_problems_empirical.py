@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from anchor_bench import load_bench_module
 
+from fedopt.core.rng import NodeStreams
 from fedopt.problems import problem_factory
 from fedopt.problems.empirical import (
     EmpiricalProblem,
@@ -121,7 +122,8 @@ def test_stochastic_grad_is_unbiased(name: str) -> None:
     X0 = _points(p, 5, 0.5)
     nodes = np.repeat(np.arange(p.n), reps)
     X = np.repeat(X0, reps, axis=0)
-    sg = p.stochastic_grad(X, nodes, np.random.default_rng(6), batch).reshape(p.n, reps, p.d)
+    # each node draws reps minibatches in a row from its own stream (a node listed twice draws twice)
+    sg = p.stochastic_grad(X, nodes, NodeStreams(6, p.n)["sampling"], batch).reshape(p.n, reps, p.d)
     mean, se = sg.mean(axis=1), sg.std(axis=1) / np.sqrt(reps)
     full = p.grad(X0, np.arange(p.n))
     assert np.all(np.abs(mean - full) <= 5 * se + 1e-12)

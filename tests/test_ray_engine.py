@@ -18,6 +18,7 @@ from fedopt.engines.base import RunSpec, StopCriteria, make_engine  # noqa: E402
 from fedopt.engines.ray.engine import merge_meters  # noqa: E402
 from fedopt.engines.ray.events import plan_block  # noqa: E402
 from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of  # noqa: E402
+from fedopt.problems.empirical import least_squares  # noqa: E402
 from fedopt.problems.quadratic import random_quadratic  # noqa: E402
 from fedopt.topology.graph import Topology  # noqa: E402
 from fedopt.topology.time_varying import TimeVaryingTopology  # noqa: E402
@@ -25,6 +26,8 @@ from fedopt.topology.time_varying import TimeVaryingTopology  # noqa: E402
 N, D = 14, 4
 TOP = Topology.from_networkx("rgg", nx.random_geometric_graph(N, 0.5, seed=3))
 PROB = random_quadratic(N, D, mu=1.0, L=5.0, seed=1)
+#: A problem with data (20 samples per node) for minibatch draws.
+LS_PROB = least_squares(N, {"source": "synthetic", "task": "regression", "n_samples": 20 * N, "d": D}, reg=0.1, seed=1)
 #: Columns that legitimately differ between engines.
 SKIP_COLUMNS = {"wall_s"}
 
@@ -57,13 +60,13 @@ def engines():
     ray.shutdown()
 
 
-def _spec(name: str, seed: int = 3, **params) -> RunSpec:
+def _spec(name: str, seed: int = 3, problem=PROB, **params) -> RunSpec:
     algo = make_algorithm(name, **params)
     if isinstance(algo, EventAlgorithm):
         stop, every = StopCriteria(time=4.0), 1.0
     else:
         stop, every = StopCriteria(rounds=6), 2.0
-    return RunSpec(f"{name}-{seed}", PROB, TOP, algo, seed, stop, record_every=every)
+    return RunSpec(f"{name}-{seed}", problem, TOP, algo, seed, stop, record_every=every)
 
 
 def assert_same_rows(a: list[dict], b: list[dict]) -> None:
@@ -172,6 +175,32 @@ def test_cross_shard_gossip_on_a_cycle(engines) -> None:
     assert_same_rows(ref.rows, got.rows)
 
 
+#: Algorithms with random draws inside their handlers: minibatches (and FedAvg's client
+#: sampling on the driver) from streams keyed by (seed, stream, node).
+MINIBATCH = {
+    "gossip_sgd": {"lr": 0.05, "batch_size": 3},
+    "fedavg": {"clients_per_round": 5, "batch_size": 3, "local_steps": 3},
+    "dadao": {"batch_size": 3},
+    "dgd": {"batch_size": 3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(MINIBATCH))
+@pytest.mark.parametrize("actors", [1, 2, 3])
+def test_minibatch_draws_equal_local(engines, name: str, actors: int) -> None:
+    """1, 2 or 3 shards draw each node's minibatches from its own stream: the local
+    engine's trace, draw for draw, and no per-shard streams."""
+    ref = make_engine("local").run(_spec(name, problem=LS_PROB, **MINIBATCH[name]))
+    assert ref.status == "ok", ref.message
+    got = engines[actors].run(_spec(name, problem=LS_PROB, **MINIBATCH[name]))
+    assert got.status == "ok", got.message
+    assert "random streams" not in got.message, got.message
+    assert_same_rows(ref.rows, got.rows)
+    for k, v in ref.final_state.items():
+        np.testing.assert_allclose(got.final_state[k], v, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.meter.per_node()["grad_evals"], ref.meter.per_node()["grad_evals"])
+
+
 def test_client_sampling_on_the_driver_is_exact(engines) -> None:
     ref = make_engine("local").run(_spec("fedavg", clients_per_round=5))
     got = engines[2].run(_spec("fedavg", clients_per_round=5))
@@ -185,6 +214,60 @@ class _NoisyGossip(type(make_algorithm("gossip_sgd"))):  # type: ignore[misc]
     def on_compute(self, state, ctx, nodes, t) -> None:
         super().on_compute(state, ctx, nodes, t)
         state["x"][nodes] += 1e-3 * ctx.rng["noise"].normal(size=(len(nodes), ctx.d))
+
+
+class _NodeNoisyGossip(type(make_algorithm("gossip_sgd"))):  # type: ignore[misc]
+    """Gossip SGD with gradient noise from the per-node ``"noise"`` stream (not registered)."""
+
+    def on_compute(self, state, ctx, nodes, t) -> None:
+        super().on_compute(state, ctx, nodes, t)
+        state["x"][nodes] += 1e-3 * ctx.node_rng("noise").standard_normal(nodes, ctx.d)
+
+
+def test_per_node_draws_inside_handlers_equal_local(engines) -> None:
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this file
+
+    def spec() -> RunSpec:
+        return RunSpec("node-noise", PROB, TOP, _NodeNoisyGossip(), 3, StopCriteria(time=3.0), 1.0)
+
+    ref = make_engine("local").run(spec())
+    for k in (2, 3):
+        got = engines[k].run(spec())
+        assert got.status == "ok" and "random streams" not in got.message, got.message
+        assert_same_rows(ref.rows, got.rows)
+
+
+class _CoinFedAvg(type(make_algorithm("fedavg"))):  # type: ignore[misc]
+    """FedAvg whose server flips a coin per client from the per-node stream its clients'
+    minibatches also come from (not registered)."""
+
+    def configure(self, state, ctx, r):
+        coins = ctx.node_rng("sampling").random(np.arange(ctx.n))
+        clients = np.flatnonzero(coins < 0.5)
+        clients = clients if len(clients) else np.arange(ctx.n)
+        ctx.channel.broadcast(clients, ctx.d)
+        return clients, {"x": state["server"]}
+
+
+def test_per_node_draws_in_a_server_step_are_an_error_on_every_engine(engines) -> None:
+    """The per-node counters belong to the nodes' rows (the shards own them): a ``configure``
+    that draws from them is refused, with the same one-line error on local and on ray."""
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    def spec() -> RunSpec:
+        return RunSpec("coin", LS_PROB, TOP, _CoinFedAvg(batch_size=3, local_steps=2), 3, StopCriteria(rounds=6), 2.0)
+
+    for got in (make_engine("local").run(spec()), engines[2].run(spec())):
+        assert got.status == "error"
+        assert "configure draws from the per-node random streams" in got.message, got.message
 
 
 def test_draws_inside_handlers_are_flagged_and_independent_per_shard(engines) -> None:
@@ -205,6 +288,18 @@ def test_draws_inside_handlers_are_flagged_and_independent_per_shard(engines) ->
 def test_recovers_from_a_killed_actor(engines, name: str) -> None:
     eng = engines[3]
     ref = eng.run(_spec(name, seed=5))
+    _kill_and_compare(eng, ref, lambda: _spec(name, seed=5))
+
+
+@pytest.mark.parametrize("name", ["gossip_sgd", "fedavg"])
+def test_recovery_rolls_back_per_node_counters(engines, name: str) -> None:
+    """A lost actor's nodes and every other shard go back to the checkpoint's per-node
+    counters: the replayed minibatches are the local engine's."""
+    ref = make_engine("local").run(_spec(name, seed=5, problem=LS_PROB, **MINIBATCH[name]))
+    _kill_and_compare(engines[3], ref, lambda: _spec(name, seed=5, problem=LS_PROB, **MINIBATCH[name]))
+
+
+def _kill_and_compare(eng, ref, spec) -> None:
     killed = []
 
     def hook(stage: str, k: int) -> None:
@@ -215,7 +310,7 @@ def test_recovers_from_a_killed_actor(engines, name: str) -> None:
 
     eng.fault_hook = hook
     try:
-        got = eng.run(_spec(name, seed=5))
+        got = eng.run(spec())
     finally:
         eng.fault_hook = None
     assert killed and got.status == "ok", got.message

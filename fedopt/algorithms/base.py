@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.core.meter import Channel, Meter
-from fedopt.core.rng import RngStreams
+from fedopt.core.rng import NodeStream, RngStreams
 from fedopt.problems.base import CountingOracle, Problem
 from fedopt.topology.graph import Topology
 
@@ -102,8 +102,10 @@ class Context:
     """What an algorithm may use: oracles, the graph, the channel, random streams.
 
     ``oracle`` counts every gradient / query in ``meter``; ``channel`` counts
-    every message. ``rng`` hands out named streams (``"init"``, ``"noise"``,
-    ``"sampling"``, ...). ``topology`` is the graph in force (it changes at the
+    every message. ``rng`` hands out the run-level named streams (``"init"``,
+    ``"clocks"``, a server's ``"sampling"``, ...) for draws made once for the run;
+    draws made at nodes inside handlers (minibatches, noise, directions) come from
+    :meth:`node_rng`. ``topology`` is the graph in force (it changes at the
     switching times of a time-varying topology); ``sequence`` is the whole
     time-varying topology of the run (``None`` for a fixed graph). ``prepared``
     is the algorithm's :class:`Prepared` object for the graph in force (set by
@@ -137,6 +139,18 @@ class Context:
             raise TypeError(f"the context holds {type(p).__name__}, not the {cls.__name__} its algorithm needs: "
                             "build it with the algorithm's prepare (the engines' Simulation does)")
         return p
+
+    def node_rng(self, name: str) -> NodeStream:
+        """The per-node stream ``name``: ``ctx.node_rng("sampling").integers(nodes, high, size)``
+        returns ``[k, *size]`` draws keyed by (seed, stream, node) and advances each node's
+        counter, so the draws do not depend on batching or on how nodes are sharded
+        (:mod:`fedopt.core.rng`)."""
+        streams = self.rng.per_node
+        if streams is None or streams.n != self.n:
+            have = "none" if streams is None else f"n = {streams.n}"
+            raise ValueError(f"context: the run's random streams have no per-node streams for n = {self.n} "
+                             f"nodes ({have}); build them with RngStreams(seed, n_nodes={self.n})")
+        return streams[name]
 
 
 P = TypeVar("P", bound=Params)
@@ -421,8 +435,23 @@ def configure_step(algo: FederatedAlgorithm, state: State, layout: Mapping[str, 
     """``configure`` on the server keys of ``state``: ``(clients, payload)``."""
     server = StateView({k: state[k] for k in keys_of(layout, Layout.SERVER)}, algo, "configure", layout,
                        "the server keys only")
+    drawn = _node_draws(ctx)
     clients, payload = algo.configure(server, ctx, r)
+    _check_no_node_draws(algo, "configure", ctx, drawn)
     return np.asarray(clients, dtype=np.int64), payload
+
+
+def _node_draws(ctx: Context) -> int:
+    streams = ctx.rng.per_node
+    return -1 if streams is None else streams.draws()
+
+
+def _check_no_node_draws(algo: Algorithm, step: str, ctx: Context, before: int) -> None:
+    """Server steps draw from the run-level streams: per-node counters belong to the nodes' rows
+    (a distributed engine keeps them in the shards), so a server draw from them is refused."""
+    if _node_draws(ctx) != before:
+        raise ValueError(f"algorithm {algo.name!r}: {step} draws from the per-node random streams "
+                         "(ctx.node_rng); a server step draws from the run-level streams (ctx.rng[name])")
 
 
 def client_step(algo: FederatedAlgorithm, payload: Mapping[str, np.ndarray], state: State,
@@ -455,7 +484,9 @@ def aggregate_step(algo: FederatedAlgorithm, state: State, layout: Mapping[str, 
     """``aggregate`` on the server keys of ``state``: the new server entries (exactly the server keys)."""
     server_keys = keys_of(layout, Layout.SERVER)
     server = StateView({k: state[k] for k in server_keys}, algo, "aggregate", layout, "the server keys only")
+    drawn = _node_draws(ctx)
     new = algo.aggregate(server, ctx, weighted_sum, weight_total, r)
+    _check_no_node_draws(algo, "aggregate", ctx, drawn)
     if set(new) != set(server_keys):
         raise ValueError(f"algorithm {algo.name!r}: aggregate returns state keys {sorted(new)}; it returns "
                          f"exactly the server keys of state_layout: {sorted(server_keys)}")

@@ -141,7 +141,7 @@ class Simulation:
         self.spec = spec
         top0 = _topology_at(spec.topology, 0.0)
         self.meter = Meter(n=spec.problem.n)
-        self.rng = RngStreams(spec.seed)
+        self.rng = RngStreams(spec.seed, spec.problem.n)
         sequence = spec.topology if hasattr(spec.topology, "at") else None
         self.ctx = Context(spec.problem, top0, self.rng, self.meter, self._channel(top0), sequence)
         self.algo = spec.algorithm

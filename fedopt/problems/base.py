@@ -19,6 +19,7 @@ import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.core.meter import Meter
+from fedopt.core.rng import NodeStream
 
 _PROBLEMS: dict[str, Callable[..., "Problem"]] = {}
 
@@ -101,11 +102,11 @@ class Problem(ABC):
         which is included in every per-sample gradient)."""
         raise TypeError(f"{type(self).__name__} has no per-sample gradients (it holds no data)")
 
-    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: np.random.Generator, batch: int) -> FloatArray:
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: mean of ``batch`` per-sample gradients drawn uniformly
-        with replacement from each node's samples (unbiased for ``∇f_i``)."""
-        m = self.n_samples()[nodes]
-        idx = (rng.random((len(nodes), batch)) * m[:, None]).astype(np.int64)
+        with replacement from each node's samples (unbiased for ``∇f_i``); row ``k``'s
+        sample indices are node ``nodes[k]``'s own draws from the per-node stream ``rng``."""
+        idx = rng.integers(nodes, self.n_samples()[nodes], batch)
         return self.sample_grads(X, nodes, idx).mean(axis=1)
 
     def conjugate_grad(self, U: FloatArray, nodes: IntArray) -> FloatArray:
@@ -261,7 +262,9 @@ class CountingOracle:
         self.meter.grad_evals.add(nodes, idx.shape[1] / self._m[nodes])
         return self.problem.sample_grads(X, nodes, idx)
 
-    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: np.random.Generator, batch: int) -> FloatArray:
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
+        """Minibatch gradients (:meth:`Problem.stochastic_grad`), ``batch / m_i`` gradient
+        evaluations per row; ``rng`` is a per-node stream (``ctx.node_rng("sampling")``)."""
         self.meter.grad_evals.add(nodes, batch / self._m[nodes])
         return self.problem.stochastic_grad(X, nodes, rng, batch)
 

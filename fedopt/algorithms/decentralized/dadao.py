@@ -414,7 +414,7 @@ class DADAO(EventAlgorithm):
         if self.params.batch_size is None:
             g = ctx.oracle.grad(X, nodes)
         else:
-            g = ctx.oracle.stochastic_grad(X, nodes, ctx.rng["sampling"], self.params.batch_size)
+            g = ctx.oracle.stochastic_grad(X, nodes, ctx.node_rng("sampling"), self.params.batch_size)
         _gradient_step(S, nodes, g, run.nu, run.gamma, run.gamma_t, run.delta)
         ctx.oracle.local_step(nodes)
 

@@ -49,7 +49,7 @@ class DGD(RoundAlgorithm):
         if self.params.batch_size is None:
             g = ctx.oracle.grad_all(x)
         else:
-            g = ctx.oracle.stochastic_grad(x, np.arange(ctx.n), ctx.rng["sampling"], self.params.batch_size)
+            g = ctx.oracle.stochastic_grad(x, np.arange(ctx.n), ctx.node_rng("sampling"), self.params.batch_size)
         top = ctx.topology
         ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), ctx.d)
         ctx.oracle.local_step_all()

@@ -52,7 +52,7 @@ class GossipSGD(EventAlgorithm):
         if self.params.batch_size is None:
             g = ctx.oracle.grad(xs, nodes)
         else:
-            g = ctx.oracle.stochastic_grad(xs, nodes, ctx.rng["sampling"], self.params.batch_size)
+            g = ctx.oracle.stochastic_grad(xs, nodes, ctx.node_rng("sampling"), self.params.batch_size)
         x[nodes] = xs - self.params.lr * g
         ctx.oracle.local_step(nodes)
 

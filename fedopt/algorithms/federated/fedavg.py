@@ -62,7 +62,7 @@ class FedAvg(FederatedAlgorithm):
             ctx.oracle.gd_steps(X, clients, p.lr, p.local_steps)
         else:
             for _ in range(p.local_steps):
-                X -= p.lr * ctx.oracle.stochastic_grad(X, clients, ctx.rng["sampling"], p.batch_size)
+                X -= p.lr * ctx.oracle.stochastic_grad(X, clients, ctx.node_rng("sampling"), p.batch_size)
                 ctx.oracle.local_step(clients)
         ctx.channel.send(clients, ctx.d)
         return X, ctx.problem.n_samples()[clients].astype(np.float64)

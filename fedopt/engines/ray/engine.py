@@ -38,12 +38,17 @@ and replays from there: the trace equals an undisturbed run's. After
 ``max_restarts`` failed attempts the run ends with ``status="error"`` and the
 reason.
 
-Random draws inside handlers (minibatches with ``batch_size``, client
-subsampling inside ``client_update``) come from per-shard streams keyed by
-``(seed, stream, shard)``: such runs are valid but not draw-for-draw equal to
-the local engine's; the run's message says which streams were drawn. Draws on
-the driver (event clocks, ``configure``'s client sampling, ``init``) are the
-local engine's.
+Random draws inside handlers (minibatches with ``batch_size``, noise,
+estimator directions) come from the per-node streams ``ctx.node_rng(name)``,
+keyed by ``(seed, stream, node)`` with per-node counters that each shard
+keeps for its own nodes (in its checkpoints too): 1, 2 or 3 shards give the
+local engine's draws. Draws on the driver (event clocks, ``configure``'s
+client sampling, ``init``) are the local engine's. A handler that draws from a
+run-level stream ``ctx.rng[name]`` instead gets a per-shard stream keyed by
+``(seed, stream, shard)``: such a run is valid but not draw-for-draw the local
+engine's, and its message says which streams were drawn. A ``configure`` or
+``aggregate`` that draws from per-node streams is an error on every engine (server
+steps draw from the run-level streams).
 
 GPU placement: ``num_gpus_per_actor`` (fractional allowed) reserves GPUs
 through Ray; Ray sets ``CUDA_VISIBLE_DEVICES`` in the actor, so a torch-based
@@ -381,8 +386,8 @@ class RaySimulation(Simulation):
         if self.restarts:
             notes.append(f"recovered from {self.restarts} lost actor(s)")
         if self.rng_used:
-            notes.append(f"handlers drew from random streams {sorted(self.rng_used)} in separate shards: "
-                         "not draw-for-draw equal to the local engine")
+            notes.append(f"handlers drew from run-level random streams {sorted(self.rng_used)} in separate shards "
+                         "(ctx.node_rng gives draws keyed by node): not draw-for-draw equal to the local engine")
         note = "; ".join(notes)
         message = f"{message} [{note}]" if message and note else (message or note)
         meter = getattr(self, "merged_meter", self.meter)

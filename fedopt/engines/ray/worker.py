@@ -38,25 +38,32 @@ from fedopt.algorithms.base import (
 )
 from fedopt.core.arrays import IntArray, State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
-from fedopt.core.rng import RngStreams, stream_key
+from fedopt.core.rng import NodeStreams, RngStreams, stream_key
 from fedopt.engines.base import apply_gossip_pairs
 
-#: Spawn-key tag of the per-shard random streams (kept apart from the run's own streams).
+#: Spawn-key tag of the per-shard run-level streams (kept apart from the run's own streams).
 SHARD_STREAM_TAG = 0x5348
 
 
 class ShardStreams(RngStreams):
-    """Random streams of one shard: independent of the other shards' and of the driver's.
+    """Random streams of one shard.
 
-    A handler that draws from ``ctx.rng[name]`` inside a worker gets a stream
-    keyed by ``(seed, name, shard)``, so shards never reuse each other's
-    numbers; the names drawn from are recorded (such a run is a valid sample
-    of the algorithm, but not draw-for-draw the local engine's run).
+    The per-node streams (``ctx.node_rng(name)``) are the run's own: keyed by
+    (seed, stream, node), this shard's nodes draw exactly what they draw in the
+    local engine or in any other partition. The shard owns its nodes' counters
+    (``owned`` rows of ``per_node``); :meth:`get_state` / :meth:`set_state` carry
+    them by node rows. A handler that draws from a run-level stream
+    ``ctx.rng[name]`` inside a worker gets a stream keyed by ``(seed, name,
+    shard)``, so shards never reuse each other's numbers; those names are
+    recorded (such a run is a valid sample of the algorithm, but not
+    draw-for-draw the local engine's run).
     """
 
-    def __init__(self, seed: int, shard: int) -> None:
+    def __init__(self, seed: int, shard: int, per_node: NodeStreams, owned: IntArray) -> None:
         super().__init__(seed)
         self.shard = int(shard)
+        self.per_node = per_node
+        self.owned = np.asarray(owned, dtype=np.int64)
         self.used: set[str] = set()
 
     def fresh(self, name: str, *sub: int) -> np.random.Generator:
@@ -68,14 +75,17 @@ class ShardStreams(RngStreams):
         return super().__getitem__(name)
 
     def get_state(self) -> dict[str, Any]:
-        return {name: g.bit_generator.state for name, g in self._cache.items()}
+        """The run-level streams' states and the owned nodes' per-node counters."""
+        return {"run": {name: g.bit_generator.state for name, g in self._cache.items()},
+                "per_node": self.per_node.rows(self.owned)}
 
     def set_state(self, states: dict[str, Any]) -> None:
         self._cache.clear()
-        for name, st in states.items():
+        for name, st in states["run"].items():
             g = self.fresh(name)
             g.bit_generator.state = st
             self._cache[name] = g
+        self.per_node.set_rows(self.owned, states["per_node"])
 
 
 def topology_for_period(topology: Any, period_index: int) -> Any:
@@ -104,7 +114,8 @@ class ShardWorker:
         top = topology_for_period(spec.topology, 0)
         self.meter = Meter(n=spec.problem.n)
         sequence = spec.topology if hasattr(spec.topology, "at") else None
-        self.ctx = Context(spec.problem, top, RngStreams(spec.seed), self.meter,
+        run_rng = RngStreams(spec.seed, spec.problem.n)
+        self.ctx = Context(spec.problem, top, run_rng, self.meter,
                            Channel(self.meter, top.latency, top.bandwidth), sequence)
         self.prepared = PreparedRun(run_graphs(spec.topology), tuple(prepared))
         self.ctx.prepared = self.prepared.for_graph(top)
@@ -112,7 +123,8 @@ class ShardWorker:
         state = self.algo.init(self.ctx)  # same draws as the driver's init
         self.layout = check_state_layout(self.algo, state, self.ctx)
         self._hold(state)
-        self.rng = ShardStreams(spec.seed, self.shard)
+        assert run_rng.per_node is not None
+        self.rng = ShardStreams(spec.seed, self.shard, run_rng.per_node, self.nodes)
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
         self.device = self._device()
@@ -149,7 +161,8 @@ class ShardWorker:
         return {"pid": os.getpid(), "device": self.device, "nodes": int(len(self.nodes))}
 
     def snapshot(self, t: float, iterates: bool, keys: list[str]) -> dict[str, Any]:
-        """This shard's rows of ``keys`` (and of the iterates at ``t``), its meter and streams."""
+        """This shard's rows of ``keys`` (and of the iterates at ``t``), its meter and streams
+        (with its nodes' per-node counters)."""
         check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         out: dict[str, Any] = {}
         if iterates:
@@ -160,7 +173,8 @@ class ShardWorker:
         return out
 
     def restore(self, state: State, meter: dict[str, Any], rng: dict[str, Any], period_index: int) -> None:
-        """Return to a checkpoint (the driver's assembled state; this shard's meter and streams)."""
+        """Return to a checkpoint (the driver's assembled state; this shard's meter and streams,
+        its nodes' per-node counters included)."""
         self._hold({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
         self.meter.load_state_dict(meter)
         self.rng.set_state(rng)
