@@ -54,6 +54,19 @@ def test_a_directory_with_results_is_refused_without_resume_or_overwrite(
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_an_attempt_that_finished_no_run_does_not_block_the_directory(tmp_path: Path) -> None:
+    """A sweep that stopped before its first run ended (it could not join its cluster, say) left
+    only config.yaml and manifest.json: no results to protect, so a new run may use the folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump({**_cfg(name="earlier")}))
+    (out / "manifest.json").write_text("{}")
+    (out / "runs").mkdir()
+    assert _run(write_config(tmp_path, _cfg(name="later"), "later.yaml"), out) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "later"
+    assert len(pd.read_parquet(out / "results.parquet"))
+
+
 def test_resume_with_a_different_config_names_what_differs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = _cfg(name="exp")
     out = tmp_path / "out"

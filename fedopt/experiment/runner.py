@@ -197,6 +197,12 @@ def prepare_out_dir(out: Path, cfg: ExperimentConfig, runs: list[RunConfig], res
     present = [name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
     if not present:
         return False
+    runs_dir = out / "runs"
+    if not (out / "results.parquet").exists() and not (runs_dir.is_dir() and any(runs_dir.glob("*.parquet"))):
+        # an attempt that finished no run (e.g. it could not join its cluster) left only its
+        # config and manifest: there are no results to protect, the new experiment replaces them
+        log.info("%s holds no finished run of an earlier attempt (%s); reusing it", out, ", ".join(present))
+        return False
     old_cfg = out / "config.yaml"
     old: Any = None
     if old_cfg.is_file():
