@@ -333,7 +333,7 @@ def test_auto_solver_is_recorded_and_explicit_solver_overrides(objective: str) -
 
 
 def test_dadao_barbell_6_3_default_is_the_fast_solver() -> None:
-    # the SDP with SCS took 16,600 iterations here; Clarabel on the flow form takes ~30
+    # SCS took tens of thousands of iterations here (benchmarks/RESULTS_rates.md); Clarabel on the flow form ~30
     top = _top("barbell_6_3", nx.barbell_graph(6, 3))
     sol = optimize_rates(top, "dadao")
     assert sol.method == "sdp" and sol.solver == "clarabel" and sol.info["form"] == "flow"

@@ -38,15 +38,18 @@ FASTEST_MIXING_SDP_MAX_NODES = 30
 #: times of ``benchmarks/RESULTS_rates.md`` (``python benchmarks/rates_solvers.py``; barbell
 #: and random geometric graphs, n = 8–100):
 #:
-#: * ``dadao``: Clarabel (flow form), 2–30× faster from n = 15; SCS misses its accuracy
-#:   or the time limit from n = 15 in every form.
-#: * ``max_connectivity``: Clarabel, 1–4× faster up to n = 60; at n = 100 only SCS
-#:   finished within a minute.
-#: * ``min_total_resistance``: SCS, up to 6× faster (Clarabel's ``2n × 2n`` LMI with a
-#:   free ``Y`` is the slowest of all past n = 30; tied at n = 8).
-#: * ``fastest_mixing``: Clarabel: SCS needs 15,000–20,000 iterations on the random
-#:   geometric graphs (8–10× slower at n = 15–30, past the limit at 60); where SCS is
-#:   faster (some barbells) it saves at most a factor 2.7.
+#: * ``dadao``: Clarabel (flow form): 1.3–2× faster at n = 8, 8–20× at n = 15; SCS runs
+#:   past the limit from n = 30 in every form.
+#: * ``max_connectivity``: Clarabel, 1.4–2.9× faster at n = 30–60 (SCS past the limit on
+#:   the n = 60 barbell); within 0.7–1.4× at n ≤ 15, where either takes ~0.1 s; SCS
+#:   1.1–2.3× faster at n = 100.
+#: * ``min_total_resistance``: SCS, 1.3–5× faster on three of the four graphs at
+#:   n = 15–30 and the only one to finish at n = 60–100; Clarabel is ahead on the n = 30
+#:   barbell (1.9×).
+#: * ``fastest_mixing``: Clarabel: SCS needs 13,000–17,000 iterations on the random
+#:   geometric graphs from n = 15 and on both graphs at n = 60 (8–10× slower at n = 15–30,
+#:   past the limit at 60) and stops inaccurate at its 20,000 at n = 100; within 0.8–1.7×
+#:   on the barbells up to n = 30.
 AUTO_SOLVER: dict[str, tuple[tuple[float, str], ...]] = {
     "dadao": ((math.inf, "clarabel"),),
     "max_connectivity": ((60, "clarabel"), (math.inf, "scs")),

@@ -89,8 +89,9 @@ class SDPContext:
         return cp.reshape(A @ lam, (n, n), order="C")
 
     def solve(self, prob: Any, warm: bool = False) -> str:
-        """Solve ``prob`` with the context's solver; a failure or a status other than
-        optimal is a ``ValueError`` that names the other solver (no silent fallback)."""
+        """Solve ``prob`` with the context's solver; a failure, or a status other than
+        ``optimal``/``optimal_inaccurate``, is a ``ValueError`` that names the other solver
+        (no silent fallback)."""
         kw = dict(self.solver_opts)
         if self.solver == "SCS":
             kw.setdefault("eps_abs", 1e-6)
