@@ -320,3 +320,112 @@ def test_dadao_with_optimized_rates_communicates_less(barbell: Topology, barbell
     rate = lambda rows: math.log(rows[0]["dist_opt"] / rows[-1]["dist_opt"]) / rows[-1]["time"]  # noqa: E731
     assert rate(opt) >= 0.75 * rate(uni) and rate(opt) > 0.05
     assert uni[-1]["messages"] / opt[-1]["messages"] >= 3.0
+
+
+# ---- the solver choice and DADAO's χ2 forms ---------------------------------------------------------------------------
+def _n_nodes(n: int) -> Topology:
+    return _top(f"path{n}", nx.path_graph(n))
+
+
+# Expected solver="auto" choices, read off benchmarks/RESULTS_rates.md (not from the code's table).
+@pytest.mark.parametrize(("objective", "n", "expected"), [
+    ("dadao", 8, "clarabel"), ("dadao", 15, "clarabel"), ("dadao", 60, "clarabel"), ("dadao", 100, "clarabel"),
+    ("max_connectivity", 8, "clarabel"), ("max_connectivity", 60, "clarabel"), ("max_connectivity", 61, "scs"),
+    ("max_connectivity", 100, "scs"),
+    ("min_total_resistance", 8, "scs"), ("min_total_resistance", 30, "scs"), ("min_total_resistance", 100, "scs"),
+    ("fastest_mixing", 8, "clarabel"), ("fastest_mixing", 30, "clarabel"), ("fastest_mixing", 100, "clarabel"),
+])
+def test_auto_solver_table(objective: str, n: int, expected: str) -> None:
+    assert OBJECTIVES[objective].choose_solver(_n_nodes(n)) == expected
+
+
+@pytest.mark.parametrize("objective", ["dadao", "max_connectivity", "min_total_resistance", "fastest_mixing"])
+def test_auto_solver_is_recorded_and_explicit_solver_overrides(objective: str) -> None:
+    top = _top("lollipop", nx.lollipop_graph(4, 2))
+    auto = optimize_rates(top, objective, method="sdp")
+    assert auto.solver == OBJECTIVES[objective].choose_solver(top)
+    assert auto.info["solver_selection"] == "auto" and auto.info["solver_iterations"] > 0
+    other = "scs" if auto.solver == "clarabel" else "clarabel"
+    explicit = optimize_rates(top, objective, method="sdp", solver=other)
+    assert explicit.solver == other and explicit.info["solver_selection"] == "explicit"
+    assert explicit.objective == pytest.approx(auto.objective, rel=1e-4)
+    assert "solver_selection" not in optimize_rates(top, objective, method="first_order").info
+
+
+def test_dadao_barbell_6_3_default_is_the_fast_solver() -> None:
+    # SCS took tens of thousands of iterations here (benchmarks/RESULTS_rates.md); Clarabel on the flow form ~30
+    top = _top("barbell_6_3", nx.barbell_graph(6, 3))
+    sol = optimize_rates(top, "dadao")
+    assert sol.method == "sdp" and sol.solver == "clarabel" and sol.info["form"] == "flow"
+    assert sol.info["solver_iterations"] <= 100
+    assert sol.status == "optimal" and sol.duality_gap is not None and sol.duality_gap < 1e-5
+    assert 2 * spectral.chi1(top, sol.rates) * spectral.chi2(top, sol.rates) <= 1 + 1e-9
+    assert sol.objective <= optimize_rates(top, "dadao", method="first_order").objective
+
+
+@pytest.mark.parametrize("graph", ["barbell_3_2", "lollipop_5_3", "rgg10"])
+def test_dadao_chi2_forms_reach_the_same_optimum(graph: str) -> None:
+    g = {"barbell_3_2": lambda: nx.barbell_graph(3, 2), "lollipop_5_3": lambda: nx.lollipop_graph(5, 3),
+         "rgg10": lambda: _rgg(10, 0.5).graph}[graph]()
+    top = _top(graph, g)
+    sols = {form: optimize_rates(top, "dadao", method="sdp", solver=ACCURATE, form=form)
+            for form in ("flow", "edge_lmi", "block_lmi")}
+    ref = sols["edge_lmi"].objective
+    for form, sol in sols.items():
+        assert sol.info["form"] == form and sol.status == "optimal"
+        assert sol.objective == pytest.approx(ref, rel=1e-5), form
+
+
+def _fixed_s_sdp(top: Topology, s: float) -> float:
+    """DADAO notes §3, SDP(s): min Σλ s.t. Λ ⪰ (1/s)(I − 11ᵀ/n) on 1⊥, [[Λ + 11ᵀ/n, b_e], [b_eᵀ, 1/s]] ⪰ 0."""
+    import cvxpy as cp
+
+    n = top.n
+    lam = cp.Variable(top.m)
+    terms = []
+    for k, (i, j) in enumerate(top.edges):
+        b = np.zeros(n)
+        b[i], b[j] = 1.0, -1.0
+        terms.append(lam[k] * np.outer(b, b))
+    Lam = cp.sum(terms)
+    J = np.ones((n, n)) / n
+    cons = [lam >= 0, Lam + J - (np.eye(n) - J) / s >> 0]
+    for i, j in top.edges:
+        b = np.zeros((n, 1))
+        b[i], b[j] = 1.0, -1.0
+        cons.append(cp.bmat([[Lam + J, b], [b.T, np.array([[1.0 / s]])]]) >> 0)
+    prob = cp.Problem(cp.Minimize(cp.sum(lam)), cons)
+    prob.solve(solver="CLARABEL")
+    return float(prob.value)
+
+
+def test_dadao_one_sdp_is_the_minimum_over_s_of_the_split_sdps() -> None:
+    # 2χ1χ2 ≤ 1 ⟺ max_e r_e ≤ p ≤ λ2 for some p, jointly convex in (λ, p): the one SDP's optimum
+    # is min over s of the notes' SDP(s) (p = 1/s), and s* = 1/p* attains it.
+    top = _top("lollipop_5_3", nx.lollipop_graph(5, 3))
+    sol = optimize_rates(top, "dadao", method="sdp", solver=ACCURATE)
+    s_star = sol.info["s"]
+    at = _fixed_s_sdp(top, s_star)
+    assert sol.objective == pytest.approx(at, rel=1e-5)
+    for f in (0.8, 1.25):
+        assert _fixed_s_sdp(top, s_star * f) >= at * (1 - 1e-7)
+
+
+def test_solver_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    top = _top("c5", nx.cycle_graph(5))
+    with pytest.raises(ValueError, match=r"unknown form 'tree' of rate objective 'dadao'; allowed: flow, edge_lmi, block_lmi"):
+        optimize_rates(top, "dadao", method="sdp", form="tree")
+    with pytest.raises(ValueError, match="unknown form 'flow' of rate objective 'max_connectivity'; allowed: none"):
+        optimize_rates(top, "max_connectivity", method="sdp", form="flow")
+    with pytest.raises(ValueError, match="needs method='sdp'"):
+        optimize_rates(top, "dadao", method="first_order", form="flow")
+    with pytest.raises(ValueError, match="choose one of: auto, scs, clarabel"):
+        optimize_rates(top, "dadao", solver="mosek", method="sdp")
+    # the chosen solver stopping short is an error naming the other solver, not a silent fallback
+    with pytest.raises(ValueError, match=r"CLARABEL returned status .* on the dadao SDP .*try solver='scs'"):
+        optimize_rates(top, "dadao", method="sdp", solver_opts={"max_iter": 1})
+    import cvxpy as cp
+
+    monkeypatch.setattr(cp, "installed_solvers", lambda: ["SCS"])
+    with pytest.raises(ValueError, match=r"solver 'clarabel' \(CLARABEL\) is not installed .*solver='scs'"):
+        optimize_rates(top, "dadao", method="sdp")

@@ -41,3 +41,14 @@ def test_rates_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["rates", "cycle", "--n", "8", "--method", "newton"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_rates_cli_solver_auto_by_default_and_override(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rates", "barbell", "--n", "12", "--objective", "dadao", "--method", "sdp", "--show", "0"]) == 0
+    assert "sdp, clarabel (auto), flow form, status optimal" in capsys.readouterr().out
+    assert main(["rates", "barbell", "--n", "12", "--objective", "dadao", "--method", "sdp", "--solver", "scs",
+                 "--show", "0"]) == 0
+    assert "sdp, scs, block_lmi form" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["rates", "cycle", "--n", "8", "--solver", "mosek"])
+    assert "invalid choice: 'mosek' (choose from 'auto', 'scs', 'clarabel')" in capsys.readouterr().err

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("spec", help="topology spec file, a spec name in topologies/, or a generator name")
     p.add_argument("--objective", default="dadao", choices=list(OBJECTIVES), help="rate problem (default: dadao)")
-    p.add_argument("--solver", default="scs", choices=list(SOLVERS), help="SDP solver (default: scs; clarabel: accurate)")
+    p.add_argument("--solver", default="auto", choices=["auto", *SOLVERS],
+                   help="SDP solver (default auto: the faster for the objective and size, see benchmarks/RESULTS_rates.md)")
     p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="auto: the SDP for small graphs, the first-order method for large ones")
     p.add_argument("--n", type=int, help="number of nodes (generator names only)")
@@ -49,7 +50,11 @@ def _rates(args: argparse.Namespace) -> int:
     sol = optimize_rates(top, args.objective, costs=costs, solver=args.solver, method=args.method)
 
     obj = OBJECTIVES[sol.objective_name]
-    how = f"{sol.method}, {sol.solver}, status {sol.status}" if sol.method == "sdp" else sol.method
+    how = sol.method
+    if sol.method == "sdp":
+        chosen = " (auto)" if sol.info.get("solver_selection") == "auto" else ""
+        form = f", {sol.info['form']} form" if "form" in sol.info else ""
+        how = f"sdp, {sol.solver}{chosen}{form}, status {sol.status}"
     gap = f", duality gap {sol.duality_gap:.2e}" if sol.duality_gap is not None else ""
     print(f"topology {top.name}: n={top.n}, edges={top.m}; objective {sol.objective_name} ({how}, "
           f"{sol.solve_time:.2f} s{gap})")

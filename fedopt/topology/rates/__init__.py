@@ -7,20 +7,23 @@ Every problem picks edge weights ``λ ≥ 0`` of the rate-weighted Laplacian
 ``dadao``
     minimize the total (or cost-weighted) rate ``Σ_e c_e λ_e`` subject to DADAO's rate
     condition ``2 χ1(Λ) χ2(Λ) ≤ 1`` (DADAO notes §3). ``χ1`` and ``χ2`` are each convex
-    in ``λ`` but their product is not; for a scalar ``s`` the problem ``SDP(s)``
+    in ``λ`` but their product is not; with ``r_e = b_eᵀΛ⁺b_e`` the condition reads
+    ``max_e r_e ≤ λ2``, i.e. ``r_e ≤ p ≤ λ2`` for some ``p``, and
 
     .. code-block:: text
 
-        minimize cᵀλ  s.t.  λ ≥ 0,  Λ ⪰ (1/s)(I − 11ᵀ/n)                  (χ1 ≤ s)
-                            [[Λ + 11ᵀ/n, b_e], [b_eᵀ, 1/s]] ⪰ 0   ∀e        (χ2 ≤ 1/(2s))
+        minimize cᵀλ  s.t.  λ ≥ 0,  Λ + 11ᵀ/n ⪰ p(I − 11ᵀ/n)              (λ2 ≥ p)
+                            b_eᵀΛ⁺b_e ≤ p   ∀e                              (2χ2 ≤ p)
 
-    is convex, and a 1-D search over ``s`` (a bracket around the first-order solution's
-    ``χ1``, then a bounded scalar minimization on ``log s``) solves the problem exactly.
-    ``1/s`` is a CVXPY parameter, so the problem is compiled once and warm-started
-    (SCS) along the search. Equivalently the optimum is ``min_w cᵀw·sqrt(2χ1(w)χ2(w))``
-    over ``w ≥ 0``; ``log χ1 = −log λ2`` and ``log χ2 = max_e −log(conductance_e)`` are
-    convex in ``w`` (``λ2`` and the effective conductances are concave), so this
-    scale-free form is a convex problem, which the large-graph path minimizes.
+    is one convex problem in ``(λ, p)`` (the notes' ``SDP(s)`` with ``p = 1/s`` a variable
+    instead of a 1-D search over ``s``). The χ2 constraint has three equivalent forms
+    (``form=``): an LMI per edge, one block LMI, or a unit flow per edge (Thomson's
+    principle, second-order cones only), the fastest with Clarabel (see
+    :func:`fedopt.topology.rates.sdp.dadao`). Equivalently the optimum is
+    ``min_w cᵀw·sqrt(2χ1(w)χ2(w))`` over ``w ≥ 0``; ``log χ1 = −log λ2`` and
+    ``log χ2 = max_e −log(conductance_e)`` are convex in ``w`` (``λ2`` and the effective
+    conductances are concave), so this scale-free form is a convex problem, which the
+    large-graph path minimizes.
 ``max_connectivity``
     maximize ``λ2(Λ)`` with the budget ``cᵀλ = Σ_e c_e`` (Boyd 2006).
 ``min_total_resistance``
@@ -40,10 +43,14 @@ ratio of spectral gaps ``1 − SLEM`` for fastest mixing), so ``1.0`` means unif
 
 Two methods solve every problem (``method=``):
 
-* ``"sdp"`` (:mod:`~fedopt.topology.rates.sdp`): CVXPY with SCS (default, first-order,
-  fast) or Clarabel (interior point, accurate), certified by a duality gap. The dense SDPs
-  grow as ``n²`` variables per matrix inequality (a 200-node max-connectivity SDP takes
-  minutes with Clarabel).
+* ``"sdp"`` (:mod:`~fedopt.topology.rates.sdp`): CVXPY with Clarabel (interior point) or
+  SCS (first-order), certified by a duality gap. ``solver="auto"`` (the default) takes the
+  faster of the two for the objective and ``n`` (:data:`AUTO_SOLVER`, measured in
+  ``benchmarks/RESULTS_rates.md``: Clarabel for ``dadao``, ``fastest_mixing`` and
+  ``max_connectivity`` up to 60 nodes, SCS for ``min_total_resistance`` and larger
+  ``max_connectivity``); the result's ``solver`` says which ran. The dense SDPs grow as
+  ``n²`` variables per matrix inequality (a 200-node max-connectivity SDP takes minutes
+  with Clarabel).
 * ``"first_order"``, the large-graph path, on the same objective: mirror descent on the
   cost simplex for the three budgeted problems
   (:mod:`~fedopt.topology.rates.mirror_descent`), accelerated projected gradient on a
@@ -51,13 +58,14 @@ Two methods solve every problem (``method=``):
   both evaluate with sparse linear algebra from ``n ≥ 500`` (shift-invert Lanczos and a
   sparse LU of the grounded Laplacian, :mod:`~fedopt.topology.rates.linalg`).
 
-``method="auto"`` (the default) takes the SDP up to :data:`SDP_MAX_NODES` nodes (DADAO's,
-with one LMI per edge, up to ``m·(n+1) ≤`` :data:`DADAO_SDP_MAX_SIZE`; fastest mixing's up to
-:data:`FASTEST_MIXING_SDP_MAX_NODES`) and the first-order path above. Whatever the method, the returned objective is the exact value of the returned
-rates (:mod:`~fedopt.topology.rates.values`).
+``method="auto"`` (the default) takes the SDP up to :data:`SDP_MAX_NODES` nodes (DADAO's up
+to ``m·(n+1) ≤`` :data:`DADAO_SDP_MAX_SIZE`; fastest mixing's up to
+:data:`FASTEST_MIXING_SDP_MAX_NODES`) and the first-order path above. Whatever the method,
+the returned objective is the exact value of the returned rates
+(:mod:`~fedopt.topology.rates.values`).
 """
 
-from fedopt.topology.rates.objectives import DADAO_SDP_MAX_SIZE, FASTEST_MIXING_SDP_MAX_NODES
+from fedopt.topology.rates.objectives import AUTO_SOLVER, DADAO_SDP_MAX_SIZE, FASTEST_MIXING_SDP_MAX_NODES
 from fedopt.topology.rates.registry import (
     OBJECTIVES, SDP_MAX_NODES, RateObjective, RateSolution, available_objectives, get_objective, register_objective,
 )
@@ -66,6 +74,7 @@ from fedopt.topology.rates.solve import METHODS, optimize_rates, optimized_topol
 from fedopt.topology.rates.values import MIN_RATE_FRACTION, condition, slem, total_resistance
 
 __all__ = [
+    "AUTO_SOLVER",
     "DADAO_SDP_MAX_SIZE",
     "FASTEST_MIXING_SDP_MAX_NODES",
     "METHODS",

@@ -30,7 +30,10 @@ class RateSolution:
     ``chi1``/``chi2`` are those of the returned rates. ``status`` is the solver's status
     (``"optimal"``, ``"optimal_inaccurate"``, ``"first_order"``...), ``duality_gap`` the
     relative gap certified by the last SDP solve (``Σ |⟨dual, slack⟩| / max(1, |p*|)``;
-    ``None`` for the first-order method).
+    ``None`` for the first-order method). ``solver`` is the SDP solver that ran
+    (``"first_order"`` for the first-order method); for the SDP, ``info`` holds
+    ``solver_selection`` (``"auto"`` or ``"explicit"``), ``solver_iterations`` and, for an
+    objective with several formulations, the ``form`` solved.
     """
 
     rates: np.ndarray
@@ -73,7 +76,10 @@ class RateObjective:
     large-graph path); ``sdp_fits(top)`` says whether ``method="auto"`` takes the SDP
     (default: up to :data:`SDP_MAX_NODES` nodes); ``smooth(top, w, c, p)`` returns ``(f, grad)`` of a smoothed
     scale-free objective to *minimize* over the cost simplex, for the mirror-descent solver
-    :func:`fedopt.topology.rates.mirror_descent.mirror_descent`.
+    :func:`fedopt.topology.rates.mirror_descent.mirror_descent`. ``auto_solver`` is the SDP
+    solver ``solver="auto"`` takes by size: ``(largest n, solver)`` rows, the first row with
+    ``n ≤ largest n`` (see :meth:`choose_solver`). ``sdp_forms`` names the equivalent SDP
+    formulations ``sdp`` accepts (``form=``; empty: one formulation).
     """
 
     name: str
@@ -88,12 +94,21 @@ class RateObjective:
     smooth: Callable[[Topology, np.ndarray, np.ndarray, float], tuple[float, np.ndarray]] | None = None
     improvement: Callable[[float, float], float] | None = None
     value_label: str = "objective"  # what ``value`` is, for printing
+    auto_solver: tuple[tuple[float, str], ...] = ((math.inf, "clarabel"),)
+    sdp_forms: tuple[str, ...] = ()
 
     def use_sdp(self, top: Topology) -> bool:
         """Whether ``method="auto"`` solves this problem's SDP on ``top``."""
         if self.first_order is None:
             return True
         return self.sdp_fits(top) if self.sdp_fits is not None else top.n <= SDP_MAX_NODES
+
+    def choose_solver(self, top: Topology) -> str:
+        """The SDP solver ``solver="auto"`` takes on ``top`` (a row of :attr:`auto_solver`)."""
+        for largest, solver in self.auto_solver:
+            if top.n <= largest:
+                return solver
+        return self.auto_solver[-1][1]
 
     def improvement_of(self, opt: float, uni: float) -> float:
         if self.improvement is not None:

@@ -25,20 +25,27 @@ def optimize_rates(
     objective: str = "dadao",
     *,
     costs: np.ndarray | None = None,
-    solver: str = "scs",
+    solver: str = "auto",
     method: str = "auto",
     verbose: bool = False,
     solver_opts: dict[str, Any] | None = None,
     max_iter: int = 150,
+    form: str | None = None,
 ) -> RateSolution:
     """Optimal per-edge rates of ``top`` for a registered ``objective``.
 
     ``costs`` (one positive number per edge, e.g. :func:`fedopt.topology.linkcost.edge_costs`)
-    weight the budget / total rate; default 1. ``method``: ``"sdp"`` (CVXPY with ``solver``
-    ``"scs"`` or ``"clarabel"``), ``"first_order"`` (the large-graph path) or ``"auto"``
-    (the SDP up to :data:`SDP_MAX_NODES` nodes, see :meth:`RateObjective.use_sdp`). Raises
-    ``ValueError`` for a disconnected graph, an unknown objective, method or solver, or a
-    solver that is not installed.
+    weight the budget / total rate; default 1. ``method``: ``"sdp"`` (CVXPY),
+    ``"first_order"`` (the large-graph path) or ``"auto"`` (the SDP up to
+    :data:`SDP_MAX_NODES` nodes, see :meth:`RateObjective.use_sdp`). ``solver``: ``"scs"``,
+    ``"clarabel"`` or ``"auto"``, the faster of the two for the objective and the graph's
+    size (:meth:`RateObjective.choose_solver`, measured in ``benchmarks/RESULTS_rates.md``);
+    the result's ``solver`` names the one that ran and ``info["solver_selection"]`` says
+    whether ``"auto"`` chose it. ``form``: one of the objective's equivalent SDP
+    formulations (``RateObjective.sdp_forms``, e.g. DADAO's χ2 constraint); default the
+    fastest for the solver. Raises ``ValueError`` for a disconnected graph, an unknown
+    objective, method, solver or form, a solver that is not installed, or a solver that
+    fails (the message names the other solver: there is no silent fallback).
     """
     top = as_topology(top)
     obj = get_objective(objective)
@@ -49,15 +56,23 @@ def optimize_rates(
         method = "sdp" if obj.use_sdp(top) else "first_order"
     if method == "first_order" and obj.first_order is None:
         raise ValueError(f"rate objective {obj.name!r} has no first-order path; use method='sdp'")
+    if form is not None and form not in obj.sdp_forms:
+        allowed = ", ".join(obj.sdp_forms) if obj.sdp_forms else "none (it has one formulation)"
+        raise ValueError(f"unknown form {form!r} of rate objective {obj.name!r}; allowed: {allowed}")
+    if form is not None and method != "sdp":
+        raise ValueError(f"form={form!r} chooses an SDP formulation; it needs method='sdp', not {method!r}")
+    selection = "auto" if solver.lower() == "auto" else "explicit"
+    if selection == "auto":
+        solver = obj.choose_solver(top)
     cvx_solver = cvxpy_solver(solver) if method == "sdp" else "first_order"
     cn = c / c.mean()
     t0 = time.perf_counter()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"solver_selection": selection} if method == "sdp" else {}
     gap: float | None = None
     # Many small dense eigen-solves: one BLAS thread is several times faster than a pool.
     with threadpool_limits(limits=1, user_api="blas"):
         if method == "sdp":
-            ctx = SDPContext(top, cn, cvx_solver, verbose, dict(solver_opts or {}), objective=obj)
+            ctx = SDPContext(top, cn, cvx_solver, verbose, dict(solver_opts or {}), objective=obj, form=form)
             w, status, gap = obj.sdp(ctx)
             info.update(ctx.info)
         else:
