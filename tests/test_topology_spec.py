@@ -129,3 +129,13 @@ def test_a_bare_name_is_never_read_from_the_working_directory(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     top = resolve_topology({"name": "cycle", "n": 6})
     assert (top.n, top.m) == (6, 6)
+
+
+def test_bad_rates_options_list_every_allowed_option() -> None:
+    """The allowed keys of ``rates: {...}`` come from the solver's signature (``form`` included)."""
+    from fedopt.topology.spec import SpecError, resolve_topology
+
+    with pytest.raises(SpecError) as err:
+        resolve_topology({"name": "cycle", "n": 6, "rates": {"objective": "dadao", "bogus": 1}})
+    allowed = str(err.value).split("allowed: ")[1].split(", ")
+    assert {"objective", "solver", "method", "message_bytes", "form"} <= set(allowed)

@@ -201,7 +201,7 @@ def resolve_topology(ref: Any) -> Any:
     name = str(ref["name"])
     if isinstance(params.get("rates"), dict):
         # rates: {objective: dadao, solver: scs, ...} -> rates optimized on the fly (cached by graph)
-        from fedopt.topology.rates import optimized_topology
+        from fedopt.topology.rates import optimized_topology, rates_options
 
         opts = dict(params.pop("rates"))
         top = resolve_topology({"name": name, **params})
@@ -209,7 +209,7 @@ def resolve_topology(ref: Any) -> Any:
             return optimized_topology(top, **opts)
         except TypeError as exc:
             raise SpecError(f"topology {name!r}: bad rates options {opts!r} ({exc}); "
-                            "allowed: objective, solver, method, message_bytes") from None
+                            f"allowed: {', '.join(rates_options())}") from None
     path = spec_path(name)
     if path is not None:
         rates = params.pop("rates", None)

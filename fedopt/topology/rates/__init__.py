@@ -70,7 +70,7 @@ from fedopt.topology.rates.registry import (
     OBJECTIVES, SDP_MAX_NODES, RateObjective, RateSolution, available_objectives, get_objective, register_objective,
 )
 from fedopt.topology.rates.sdp import SOLVERS
-from fedopt.topology.rates.solve import METHODS, optimize_rates, optimized_topology
+from fedopt.topology.rates.solve import METHODS, optimize_rates, optimized_topology, rates_options
 from fedopt.topology.rates.values import MIN_RATE_FRACTION, condition, slem, total_resistance
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "get_objective",
     "optimize_rates",
     "optimized_topology",
+    "rates_options",
     "register_objective",
     "slem",
     "total_resistance",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -97,6 +98,14 @@ def optimize_rates(
 # ---- cached rates for experiment configs ----------------------------------------------------
 
 _CACHE: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def rates_options() -> list[str]:
+    """The options a topology entry's ``rates: {...}`` mapping may give (those of
+    :func:`optimized_topology`, which passes the solver options on to :func:`optimize_rates`)."""
+    skip = {"top", "costs", "kw"}
+    names = [*inspect.signature(optimized_topology).parameters, *inspect.signature(optimize_rates).parameters]
+    return list(dict.fromkeys(k for k in names if k not in skip))
 
 
 def optimized_topology(top: Topology, objective: str = "dadao", message_bytes: float | None = None,
