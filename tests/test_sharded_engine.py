@@ -184,3 +184,27 @@ def test_shards_share_no_array_with_the_driver() -> None:
     for w in transport.workers:
         assert w.state["server"] is not server
         assert not w.state["server"].flags.writeable
+
+
+def test_a_config_runs_on_the_sharded_engine(tmp_path) -> None:
+    """``engine: {name: sharded, num_shards: 3}`` in a config: the same results table as
+    the local engine's; an unknown option names the key."""
+    import pandas as pd
+    from test_experiment_config import write_config
+
+    from fedopt.cli import main
+    from fedopt.experiment.config import ConfigError, parse_config
+
+    cfg = {"name": "shards", "problem": {"name": "quadratic", "n": 8, "d": 2}, "topology": ["cycle"],
+           "algorithms": [{"name": "gossip_sgd", "params": {"lr": 0.05}}, {"name": "fedavg"}],
+           "stop": {"time": 3.0, "rounds": 3}}
+    tables = {}
+    for engine in ("local", {"name": "sharded", "num_shards": 3}):
+        out = tmp_path / ("local" if engine == "local" else "sharded")
+        path = write_config(tmp_path, {**cfg, "engine": engine}, f"{out.name}.yaml")
+        assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+        tables[out.name] = pd.read_parquet(out / "results.parquet").drop(columns=["wall_s"])
+    assert len(tables["local"]) > 2
+    pd.testing.assert_frame_equal(tables["local"], tables["sharded"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError, match=r"^config: engine.num_actors: unknown option of engine 'sharded'"):
+        parse_config({**cfg, "engine": {"name": "sharded", "num_actors": 2}})

@@ -131,7 +131,8 @@ class ShardedSimulation(Simulation):
     def _snapshot_driver(self) -> dict[str, Any]:
         keep = {id(self.spec.problem): self.spec.problem, id(self.algo): self.algo,
                 id(self.spec.topology): self.spec.topology, id(self.ctx.topology): self.ctx.topology}
-        mutable = copy.deepcopy({"stream": self._stream, "rng": self.rng, "meter": self.meter, "state": self.state}, keep)
+        mutable = copy.deepcopy({"stream": self._stream, "rng": self.rng, "meter": self.meter, "state": self.state},
+                                keep)
         return {**mutable, "t": self.t, "round": self.round, "n_events": self.n_events,
                 "period_index": self._period_index, "topology": self.ctx.topology,
                 "shard_meters": self._shard_meters, "shard_rng": self._shard_rng}
