@@ -101,6 +101,9 @@ class RayTransport(Transport):
     def __init__(self, pool: ActorPool) -> None:
         self.pool = pool
         self.actors: list[Any] = []
+        self.shards: list[IntArray] = []
+        self._spec_ref: Any = None
+        self._prepared_ref: Any = None
 
     @property
     def size(self) -> int:
