@@ -213,7 +213,7 @@ def bench_events(actors: int, repeats: int, n: int = 100, horizon: float = 20.0)
             np.isclose(ra[k], rb[k], rtol=1e-9, atol=1e-12, equal_nan=True)
             for ra, rb in zip(a.rows, b.rows) for k in ra if k != "wall_s" and ra[k] is not None
         ) and len(a.rows) == len(b.rows)
-        from fedopt.engines.ray.partition import cut_edges, graph_shards, owner_of
+        from fedopt.engines.sharded.partition import cut_edges, graph_shards, owner_of
 
         cut = cut_edges(top.edges, owner_of(graph_shards(top.edges, n, actors, seed=3), n))
         lm, rm = statistics.median(lt), statistics.median(rt)

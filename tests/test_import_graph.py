@@ -273,3 +273,70 @@ def test_only_the_ray_transport_imports_ray() -> None:
     assert not bad, f"ray imported outside {', '.join(RAY_ALLOWED)}:\n" + "\n".join(bad)
     stale = [m for m in RAY_EXCEPTIONS if not any(e.src == m and within(e.dst, "ray") for e in EDGES)]
     assert not stale, f"listed in RAY_EXCEPTIONS but no longer importing ray: {stale}"
+
+
+# ---- the sharded core and its transports ----------------------------------------------
+
+SHARDED_CORE = "fedopt.engines.sharded"
+RAY_TRANSPORT = "fedopt.engines.ray"
+
+
+def _reachable(start: set[str]) -> dict[str, str]:
+    """Every module (fedopt's or not) that ``start`` imports, directly or through fedopt
+    modules, with the chain of imports that reaches it."""
+    out_edges: dict[str, list[Edge]] = {}
+    for e in EDGES:
+        out_edges.setdefault(e.src, []).append(e)
+    seen = {m: m for m in start}
+    todo = sorted(start)
+    while todo:
+        m = todo.pop()
+        for e in out_edges.get(m, []):
+            if e.dst not in seen:
+                seen[e.dst] = f"{seen[m]} -> {e.dst}"
+                todo.append(e.dst)
+    return seen
+
+
+def _top_level_defs(prefix: str) -> dict[str, str]:
+    """``{name: module}`` of the functions and classes defined at the top of ``prefix``'s modules."""
+    found = discover(Path(fedopt.__file__).parent, "fedopt")
+    out: dict[str, str] = {}
+    for name, (path, _) in found.items():
+        if within(name, prefix):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    out[node.name] = name
+    return out
+
+
+def test_the_sharded_core_reaches_no_ray() -> None:
+    """Neither directly nor through another module: an MPI transport must not need ray."""
+    core = {m for m in MODULES if within(m, SHARDED_CORE)}
+    assert core, f"no modules under {SHARDED_CORE}"
+    reach = _reachable(core)
+    bad = sorted(chain for dst, chain in reach.items() if within(dst, "ray") or within(dst, RAY_TRANSPORT))
+    assert not bad, f"{SHARDED_CORE} reaches ray:\n" + "\n".join(bad)
+
+
+def test_the_ray_transport_reuses_the_sharded_core() -> None:
+    """engines/ray imports the core and defines none of its functions or classes again."""
+    assert any(within(e.src, RAY_TRANSPORT) and within(e.dst, SHARDED_CORE) for e in INTERNAL)
+    core, ray_side = _top_level_defs(SHARDED_CORE), _top_level_defs(RAY_TRANSPORT)
+    twice = sorted(f"{name} ({ray_side[name]} and {core[name]})" for name in set(core) & set(ray_side))
+    assert not twice, "defined in both the sharded core and the ray transport:\n" + "\n".join(twice)
+
+
+def test_the_run_loop_exists_once() -> None:
+    """Only :class:`fedopt.engines.base.Simulation` has a run loop (``Engine.run`` records a
+    failed run); every other engine class replaces parts of it, never ``run`` itself."""
+    found = discover(Path(fedopt.__file__).parent, "fedopt")
+    owners = []
+    for name, (path, _) in found.items():
+        if within(name, "fedopt.engines"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef) and any(
+                        isinstance(f, ast.FunctionDef) and f.name == "run" for f in node.body):
+                    owners.append(f"{name}.{node.name}")
+    assert sorted(owners) == ["fedopt.engines.base.Engine", "fedopt.engines.base.Simulation"]

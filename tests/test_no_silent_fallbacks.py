@@ -81,18 +81,18 @@ def test_plots_that_cannot_be_drawn_are_recorded(tmp_path: Path, caplog: pytest.
 def test_a_gpu_that_torch_cannot_use_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray  # a dependency: a missing ray is a failure, not a skip
     import torch
-    from fedopt.engines.ray.worker import ShardWorker
+    from fedopt.engines.ray.engine import actor_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [3])  # Ray gave this actor GPU 3
-    with pytest.raises(RuntimeError, match=r"Ray gave this actor GPU 3 .* torch .* cannot use it .*install a CUDA "
+    with pytest.raises(RuntimeError, match=r"Ray gave this shard GPU 3 .* torch .* cannot use it .*install a CUDA "
                                            r"build of torch on this node, or set num_gpus_per_actor: 0"):
-        ShardWorker._device()
+        actor_device()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert ShardWorker._device() == "cuda"
+    assert actor_device() == "cuda"
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])  # no GPU for this actor (whatever the environment says)
-    assert ShardWorker._device() == "cpu"
+    assert actor_device() == "cpu"
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # outside Ray
-    assert ShardWorker._device() == "cpu"
+    assert actor_device() == "cpu"

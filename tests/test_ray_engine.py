@@ -15,9 +15,9 @@ from fedopt.algorithms import available_algorithms, make_algorithm  # noqa: E402
 from fedopt.algorithms.base import EventAlgorithm  # noqa: E402
 from fedopt.core.meter import Channel, Meter  # noqa: E402
 from fedopt.engines.base import RunSpec, StopCriteria, make_engine  # noqa: E402
-from fedopt.engines.ray.engine import merge_meters  # noqa: E402
-from fedopt.engines.ray.events import plan_block  # noqa: E402
-from fedopt.engines.ray.partition import contiguous_shards, cut_edges, graph_shards, owner_of  # noqa: E402
+from fedopt.engines.sharded.meters import merge_meters  # noqa: E402
+from fedopt.engines.sharded.partition import contiguous_shards, cut_edges, graph_shards, owner_of  # noqa: E402
+from fedopt.engines.sharded.plan import plan_block  # noqa: E402
 from fedopt.problems.empirical import least_squares  # noqa: E402
 from fedopt.problems.quadratic import random_quadratic  # noqa: E402
 from fedopt.topology.graph import Topology  # noqa: E402

@@ -16,7 +16,7 @@ import ray  # a dependency: a missing ray is a failure, not a skip
 import ray.cloudpickle
 from fedopt.algorithms.base import EventAlgorithm
 from fedopt.engines.base import RunSpec, StopCriteria, make_engine
-from fedopt.engines.ray.worker import ShardWorker
+from fedopt.engines.sharded.worker import ShardWorker
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology.graph import Topology
 from fedopt.topology.time_varying import TimeVaryingTopology

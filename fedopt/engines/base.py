@@ -2,9 +2,11 @@
 
 :class:`Simulation` is the engine-independent driver of one run: it builds
 the context, advances rounds or the event stream checkpoint by checkpoint,
-records rows and stops on the run's criteria. The local engine applies the
-work in-process; distributed engines reuse the same driver and replace the
-part that applies work (``apply_rounds`` / ``apply_events``).
+records rows and stops on the run's criteria; :meth:`Simulation.run` is the
+only run loop. The local engine applies the work in-process; the sharded core
+(:mod:`fedopt.engines.sharded`) reuses the same driver and replaces the parts
+that apply work (``apply_rounds`` / ``apply_events``), record a row and recover
+from a lost shard (:meth:`Simulation.recover`).
 """
 
 from __future__ import annotations
@@ -130,8 +132,25 @@ def divergence_message(row: dict[str, Any], first: dict[str, Any] | None = None)
     return ""
 
 
-def _topology_at(topology: Any, t: float) -> Topology:
-    return topology.at(t) if hasattr(topology, "at") else topology
+class ShardLost(Exception):
+    """A shard of a distributed run was lost (a dead actor, a failed rank): the run may
+    heal and go on from its last record point (see :meth:`Simulation.recover`)."""
+
+
+def topology_for_period(topology: Any, period_index: int) -> Topology:
+    """The graph in force during switching period ``period_index`` of ``topology``
+    (the graph itself when it does not vary). The one rule every engine and shard uses."""
+    if not hasattr(topology, "at"):
+        return topology
+    if period_index == 0:
+        return topology.at(0.0)
+    return topology.at((period_index + 0.5) * float(topology.period))
+
+
+def period_end(topology: Any, period_index: int) -> float:
+    """When switching period ``period_index`` of ``topology`` ends (``inf`` for a fixed graph)."""
+    period = getattr(topology, "period", None)
+    return math.inf if period is None else (period_index + 1) * float(period)
 
 
 class Simulation:
@@ -139,7 +158,7 @@ class Simulation:
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        top0 = _topology_at(spec.topology, 0.0)
+        top0 = topology_for_period(spec.topology, 0)
         self.meter = Meter(n=spec.problem.n)
         self.rng = RngStreams(spec.seed, spec.problem.n)
         sequence = spec.topology if hasattr(spec.topology, "at") else None
@@ -250,13 +269,12 @@ class Simulation:
                     self._switch_topology()
 
     def _next_switch_time(self) -> float:
-        period = getattr(self.spec.topology, "period", None)
-        return math.inf if period is None else (self._period_index + 1) * float(period)
+        return period_end(self.spec.topology, self._period_index)
 
     def _switch_topology(self) -> None:
         """Move to the next graph of a time-varying topology (new clocks, new channel)."""
         self._period_index += 1
-        top = _topology_at(self.spec.topology, (self._period_index + 0.5) * float(self.spec.topology.period))
+        top = topology_for_period(self.spec.topology, self._period_index)
         if top is self.ctx.topology:
             return
         self.ctx.topology = top
@@ -266,13 +284,33 @@ class Simulation:
         if isinstance(self.algo, EventAlgorithm):
             self._start_clock()
 
+    def recover(self, lost: ShardLost) -> str:
+        """Heal after ``lost`` and roll back to the last record point: ``""`` when the run
+        can go on from there, else why it cannot (the run then ends with ``status="error"``).
+        An engine without shards cannot lose one: it gives up."""
+        return f"{type(lost).__name__}: {lost}"
+
+    def result(self, status: str, message: str) -> RunResult:
+        """The run's result once the loop has ended with ``status`` and ``message``."""
+        return RunResult(self.spec.run_id, self.rows, status, message, self.state, self.meter)
+
     def run(self, progress: Callable[[float], None] | None = None) -> RunResult:
+        """The run loop: start, record, then step and record until a stop criterion, divergence
+        or the event budget ends the run; a lost shard rolls back to the last record point."""
         self.start()
         row = self.record()
         status, message = "ok", ""
         while not self.spec.stop.reached(row):
-            self.step_checkpoint()
-            row = self.record()
+            try:
+                self.step_checkpoint()
+                row = self.record()
+            except ShardLost as lost:
+                failure = self.recover(lost)
+                if failure:
+                    status, message = "error", failure
+                    break
+                row = self.rows[-1]
+                continue
             if progress is not None:
                 progress(self.t)
             diverged = divergence_message(row, self.rows[0])
@@ -281,7 +319,7 @@ class Simulation:
                 break
             if self.n_events >= self.spec.max_events:
                 break
-        return RunResult(self.spec.run_id, self.rows, status, message, self.state, self.meter)
+        return self.result(status, message)
 
 
 class Engine:
@@ -304,7 +342,8 @@ class Engine:
 
 _ENGINES: dict[str, Callable[..., Engine]] = {}
 #: Engines whose module is imported on first use (they pull in heavy dependencies).
-_LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray"}
+_LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray",
+                 "sharded": "fedopt.engines.sharded.inprocess"}
 
 
 def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("config", help="experiment config (YAML), or the name of a shipped example (quickstart, ...)")
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>); one that "
                      "holds results needs --resume or --overwrite")
-    run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, ray); the "
-                     "config's engine options are then not used")
+    run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, sharded, "
+                     "ray); the config's engine options are then not used")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="finish the experiment in DIR (same config): skip runs already finished there")

@@ -1,4 +1,4 @@
-"""The ``ray`` engine: actors that host shards of nodes (see :mod:`fedopt.engines.ray.engine`).
+"""The ``ray`` engine: Ray actors that host the shards of the sharded core (see :mod:`fedopt.engines.ray.engine`).
 
 Importing this package registers the engine; ``make_engine("ray", num_actors=...)``
 imports it on first use.
@@ -10,7 +10,7 @@ import inspect
 from typing import Any
 
 from fedopt.engines.base import register_engine
-from fedopt.engines.ray.engine import RayEngine, RaySimulation, merge_meters
+from fedopt.engines.ray.engine import RayEngine, RaySimulation
 
 
 @register_engine("ray")
@@ -21,4 +21,4 @@ def _make_ray_engine(**options: Any) -> RayEngine:
 _make_ray_engine.__signature__ = inspect.signature(RayEngine)  # type: ignore[attr-defined]  # config checks options
 
 
-__all__ = ["RayEngine", "RaySimulation", "merge_meters"]
+__all__ = ["RayEngine", "RaySimulation"]

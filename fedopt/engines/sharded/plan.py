@@ -12,10 +12,11 @@ one call runs them all: a shard's call ``j`` finishes the ``on_gossip`` of its
 previous cross level, runs every later level's compute and intra-shard gossip
 events, and ends with the messages that start its next cross level. The peer
 messages a call needs are the outputs of the peers' calls that ended at that
-level; the driver passes them as object references, so Ray feeds them from
-shard to shard without the driver waiting, and every shard runs its calls in
-submission order. The dependencies are explicit, so the result does not depend
-on how Ray schedules the actors.
+level; the driver passes them as handles of those calls' outputs (see
+:class:`~fedopt.engines.sharded.transport.Transport`), so a transport can feed
+them from shard to shard without the driver waiting, and every shard runs its
+calls in submission order. The dependencies are explicit, so the result does
+not depend on how a transport schedules the shards.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The shard worker: one Ray actor hosting a shard of logical nodes as arrays.
+"""The shard worker: a shard of logical nodes (or clients) as arrays, in whatever process a
+transport puts it (a Ray actor, an MPI rank, or the driver's own process).
 
 A worker rebuilds the run's context from the :class:`~fedopt.engines.base.RunSpec`
 (problem, topology, algorithm, its own :class:`Meter` and random streams) and the
@@ -6,17 +7,17 @@ algorithm's per-run :class:`~fedopt.algorithms.base.Prepared` objects the driver
 built, and holds a full-size copy of the algorithm state of which only its
 shard's rows of the per-node (or per-client) keys are authoritative; the server
 keys are read-only here. It never talks to other workers directly: the driver hands
-it event plans (see :mod:`fedopt.engines.ray.events`) whose inputs may be other
-workers' outputs, resolved by Ray before the call runs.
+it event plans (see :mod:`fedopt.engines.sharded.plan`) whose inputs may be other
+workers' outputs, which the transport delivers before the call runs.
 
-This module does not import Ray; :mod:`fedopt.engines.ray.engine` wraps
-:class:`ShardWorker` as an actor class.
+This module knows no transport: the transport tells the worker at set-up which GPUs
+it was given (:func:`gpu_device`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,7 +40,7 @@ from fedopt.algorithms.base import (
 from fedopt.core.arrays import IntArray, State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.rng import NodeStreams, RngStreams, stream_key
-from fedopt.engines.base import apply_gossip_pairs
+from fedopt.engines.base import apply_gossip_pairs, topology_for_period
 
 #: Spawn-key tag of the per-shard run-level streams (kept apart from the run's own streams).
 SHARD_STREAM_TAG = 0x5348
@@ -88,13 +89,23 @@ class ShardStreams(RngStreams):
         self.per_node.set_rows(self.owned, states["per_node"])
 
 
-def topology_for_period(topology: Any, period_index: int) -> Any:
-    """The graph in force during switching period ``period_index`` (as the driver picks it)."""
-    if not hasattr(topology, "at"):
-        return topology
-    if period_index == 0:
-        return topology.at(0.0)
-    return topology.at((period_index + 0.5) * float(topology.period))
+def gpu_device(gpus: Sequence[int], given_by: str, remedy: str) -> str:
+    """The torch device of a shard that ``given_by`` gave the GPUs ``gpus``: ``"cuda"``
+    when it gave some, ``"cpu"`` when it gave none. A GPU that was given but torch cannot
+    use (a CPU build of torch, a driver mismatch) is an error naming the GPU, torch and
+    ``remedy``, not a quiet switch to the CPU that would hold the GPU idle."""
+    if not gpus:
+        return "cpu"
+    import torch  # (imported here: only a shard given a GPU needs torch)
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{given_by} gave this shard GPU {', '.join(map(str, gpus))} "
+            f"but torch {torch.__version__} cannot use it (torch.cuda.is_available() is False; "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}): install a CUDA build "
+            f"of torch on this node, or {remedy}"
+        )
+    return "cuda"
 
 
 class ShardWorker:
@@ -104,9 +115,11 @@ class ShardWorker:
         return os.getpid()
 
     # ---- set-up, checkpoints -------------------------------------------------------
-    def setup(self, spec: Any, prepared: tuple[Prepared, ...], shard: int, nodes: IntArray) -> int:
+    def setup(self, spec: Any, prepared: tuple[Prepared, ...], shard: int, nodes: IntArray,
+              device: str = "cpu") -> int:
         """Build the run's context and initial state; ``prepared``: the driver's
-        :class:`Prepared` objects (one per graph of the run); ``nodes``: this shard's rows."""
+        :class:`Prepared` objects (one per graph of the run); ``nodes``: this shard's rows;
+        ``device``: where the transport placed this shard (see :func:`gpu_device`)."""
         self.spec = spec
         self.shard = int(shard)
         self.nodes = np.asarray(nodes, dtype=np.int64)
@@ -127,30 +140,8 @@ class ShardWorker:
         self.rng = ShardStreams(spec.seed, self.shard, run_rng.per_node, self.nodes)
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
-        self.device = self._device()
+        self.device = device
         return len(self.nodes)
-
-    @staticmethod
-    def _device() -> str:
-        """``"cuda"`` when Ray gave this actor a GPU, ``"cpu"`` when it gave none (or the
-        worker runs outside Ray). A GPU that Ray gave but torch cannot use (a CPU build
-        of torch, a driver mismatch) is an error naming the GPU and torch, not a quiet
-        switch to the CPU that would hold the GPU idle."""
-        import ray  # (imported here: this module does not need Ray otherwise)
-
-        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-        if not gpus:
-            return "cpu"
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"ray engine: Ray gave this actor GPU {', '.join(map(str, gpus))} (num_gpus_per_actor > 0) "
-                f"but torch {torch.__version__} cannot use it (torch.cuda.is_available() is False; "
-                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}): install a CUDA build "
-                "of torch on this node, or set num_gpus_per_actor: 0"
-            )
-        return "cuda"
 
     def _hold(self, state: State) -> None:
         """Keep ``state`` with read-only server arrays (handlers here only read them)."""

@@ -1,7 +1,7 @@
-"""Shards of logical nodes for the actors: graph partitions that keep edges inside shards.
+"""Shards of logical nodes: graph partitions that keep edges inside shards.
 
-Gossip on an edge whose endpoints live in two actors costs a synchronization
-between those actors (see :mod:`fedopt.engines.ray.events`), so the engine
+Gossip on an edge whose endpoints live in two shards costs a synchronization
+between those shards (see :mod:`fedopt.engines.sharded.plan`), so the engine
 places nodes with a balanced partition that cuts few edges: recursive
 bisection, each cut seeded by a breadth-first order (contiguous regions of the
 graph) and refined with Kernighan–Lin swaps (Kernighan & Lin, "An efficient
@@ -92,5 +92,6 @@ def owner_of(shards: list[IntArray], n: int) -> IntArray:
 
 
 def cut_edges(edges: IntArray, owner: IntArray) -> int:
+    """How many of ``edges`` join nodes of two different shards."""
     e = np.asarray(edges).reshape(-1, 2)
     return int((owner[e[:, 0]] != owner[e[:, 1]]).sum())

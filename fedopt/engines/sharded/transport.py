@@ -1,0 +1,67 @@
+"""What the sharded core needs from a transport (Ray actors, MPI ranks, the driver's own process).
+
+A transport places :class:`~fedopt.engines.sharded.worker.ShardWorker` s somewhere,
+runs their methods and moves arguments and results; the core
+(:class:`~fedopt.engines.sharded.simulation.ShardedSimulation`) decides what runs where
+and when, records and stops. A call's arguments may be *handles*: of an object shared
+with many calls (:meth:`Transport.share`, sent once) or of the output of an earlier
+call on another shard (:meth:`Transport.submit`): the transport delivers that output
+to the call before it runs, so cross-shard messages need not pass through the driver.
+Checkpoints are the workers' ``snapshot`` / ``restore`` calls, kept by the core; a
+transport that loses a shard raises :class:`~fedopt.engines.base.ShardLost` from
+:meth:`Transport.gather` and sets up a replacement in :meth:`Transport.heal`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from fedopt.algorithms.base import Prepared
+from fedopt.core.arrays import IntArray
+from fedopt.engines.base import RunSpec, ShardLost
+
+__all__ = ["ShardLost", "Transport"]
+
+
+class Transport(ABC):
+    """Places shard workers and runs their methods (see the module docstring).
+
+    ``engine``: the engine's name and ``shard_word``: what holds a shard (``"actor"``,
+    ``"rank"``), for messages; ``size``: how many shards it can hold (a run uses at most
+    one per node).
+    """
+
+    engine: str = ""
+    shard_word: str = "shard"
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """How many shards this transport can hold."""
+
+    @abstractmethod
+    def open(self, spec: RunSpec, prepared: tuple[Prepared, ...], shards: list[IntArray]) -> None:
+        """Set up one worker per entry of ``shards`` (its node or client rows) for the run
+        ``spec``, with the driver's per-run ``prepared`` objects and the worker's device."""
+
+    @abstractmethod
+    def share(self, obj: Any) -> Any:
+        """A handle of ``obj`` that any number of calls may take as an argument (sent once)."""
+
+    @abstractmethod
+    def submit(self, shard: int, method: str, *args: Any) -> Any:
+        """Start ``method(*args)`` on worker ``shard`` and return a handle of its output.
+
+        ``args`` may hold handles from :meth:`share` and :meth:`submit` (at the top level);
+        the worker gets their values. Calls on one worker run in submission order."""
+
+    @abstractmethod
+    def gather(self, handles: list[Any]) -> list[Any]:
+        """The outputs of the calls ``handles``, in that order; a worker's error is raised as
+        is, and a lost worker as :class:`ShardLost`."""
+
+    @abstractmethod
+    def heal(self) -> None:
+        """Replace every lost worker with a fresh one set up as in :meth:`open` (the core then
+        restores every worker to its last checkpoint)."""
