@@ -34,7 +34,7 @@ and an engine ships it to its workers as it is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -209,6 +209,107 @@ class RoundAlgorithm(Algorithm):
     @abstractmethod
     def round(self, state: State, ctx: Context, r: int) -> State:
         """Run round ``r`` (0-based) and return the new state."""
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A graph product a row round asks for (see :class:`RowRoundAlgorithm`).
+
+    ``op``: the name of the field of the algorithm's :class:`Prepared` object that holds
+    the ``[n, n]`` operator (dense or scipy sparse); ``rows``: the operand's rows of the
+    block's nodes, ``[len(nodes), p]``. The answer sent back is ``op[nodes] @ operand``,
+    the operand being every node's rows.
+    """
+
+    op: str
+    rows: FloatArray
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """The nodes a row round works on: ``nodes`` (sorted) and ``edges``, the indices (in
+    ``topology.edges`` of the graph in force) of the edges whose exchanges this block
+    counts (those whose first endpoint is one of ``nodes``). ``whole``: every node."""
+
+    nodes: IntArray
+    edges: IntArray
+    whole: bool = False
+
+    @classmethod
+    def every_node(cls, ctx: Context) -> RowBlock:
+        """The block of all nodes and all edges (a round on one process)."""
+        return cls(np.arange(ctx.n), np.arange(ctx.topology.m), True)
+
+    def take(self, a: np.ndarray) -> np.ndarray:
+        """The block's rows of ``a`` (``a`` itself for the whole graph)."""
+        return a if self.whole else a[self.nodes]
+
+
+RowRound = Generator[Mix, FloatArray, State]
+
+
+class RowRoundAlgorithm(RoundAlgorithm):
+    """A synchronous round written as local work on a block of rows plus graph products.
+
+    :meth:`round_rows` works on the rows of ``block.nodes`` of every per-node key, counts
+    its own nodes' work (gradients and local steps of ``block.nodes``, exchanges on
+    ``block.edges``) and ``yield`` s a :class:`Mix` for each product with a graph
+    operator, receiving ``op[nodes] @ operand``; it returns the block's new rows of every
+    per-node key. It makes exactly :meth:`products` products per round. The local engine
+    drives it on all nodes with a plain matrix product (:meth:`round`); the sharded core
+    drives it in every shard on the shard's rows and answers each product with a halo
+    exchange of the rows that cross a shard boundary. All state is per node.
+    """
+
+    allowed_layouts: ClassVar[tuple[Layout, ...]] = (Layout.NODE,)
+    #: The type of the algorithm's :class:`Prepared` objects, whose fields hold the operators.
+    prepared_type: ClassVar[type[Prepared]] = Prepared
+
+    @abstractmethod
+    def products(self, ctx: Context) -> int:
+        """How many graph products a round makes (at least one)."""
+
+    @abstractmethod
+    def round_rows(self, state: State, ctx: Context, block: RowBlock, r: int) -> RowRound:
+        """Round ``r`` on the rows of ``block`` (a generator, see the class docstring)."""
+
+    def operator(self, ctx: Context, name: str) -> Any:
+        """The ``[n, n]`` operator a :class:`Mix` names, for the graph in force."""
+        prepared = ctx.prepared_as(self.prepared_type)
+        op = getattr(prepared, name, None)
+        if op is None or getattr(op, "shape", None) != (ctx.n, ctx.n):
+            raise ValueError(f"algorithm {self.name!r}: Mix names operator {name!r}, which its prepared "
+                             f"{type(prepared).__name__} does not hold as an [n, n] matrix")
+        return op
+
+    def round(self, state: State, ctx: Context, r: int) -> State:
+        """Round ``r`` on every node (:meth:`round_rows` driven with plain products)."""
+        gen = self.round_rows(state, ctx, RowBlock.every_node(ctx), r)
+        answer: FloatArray | None = None
+        made = 0
+        while True:
+            try:
+                mix = gen.send(answer) if made else next(gen)
+            except StopIteration as stop:
+                rows: State = stop.value
+                break
+            made += 1
+            answer = self.operator(ctx, mix.op) @ mix.rows
+        check_row_round(self, ctx, made, rows, state)
+        return {**state, **rows}
+
+
+def check_row_round(algo: RowRoundAlgorithm, ctx: Context, made: int, rows: Mapping[str, Any],
+                    state: Mapping[str, Any]) -> None:
+    """A finished row round made :meth:`~RowRoundAlgorithm.products` products and returned
+    every state key; else a ``ValueError`` naming the algorithm."""
+    want = algo.products(ctx)
+    if made != want:
+        raise ValueError(f"algorithm {algo.name!r}: round_rows made {made} graph product(s); products() "
+                         f"declares {want}")
+    if set(rows) != set(state):
+        raise ValueError(f"algorithm {algo.name!r}: round_rows returns state keys {sorted(rows)}; it returns "
+                         f"the new rows of every per-node key: {sorted(state)}")
 
 
 class FederatedAlgorithm(RoundAlgorithm):

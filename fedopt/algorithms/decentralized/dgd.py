@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Layout, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, Layout, Mix, RowBlock, RowRound, RowRoundAlgorithm, register_algorithm
 from fedopt.algorithms.decentralized.mixing import MixingParams, MixingPrepared, prepare_mixing
 from fedopt.core.arrays import State
 from fedopt.problems.base import Problem
@@ -31,10 +31,12 @@ class DGDParams(MixingParams):
 
 
 @register_algorithm("dgd")
-class DGD(RoundAlgorithm):
+class DGD(RowRoundAlgorithm):
     Params = DGDParams
     params: DGDParams
     layout = {"x": Layout.NODE}
+
+    prepared_type = MixingPrepared
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MixingPrepared]:
         return prepare_mixing(self.params, graphs)
@@ -42,15 +44,19 @@ class DGD(RoundAlgorithm):
     def init(self, ctx: Context) -> State:
         return {"x": np.tile(self.initial_point(ctx), (ctx.n, 1))}
 
-    def round(self, state: State, ctx: Context, r: int) -> State:
-        W = ctx.prepared_as(MixingPrepared).W
-        x = state["x"]
+    def products(self, ctx: Context) -> int:
+        return 1
+
+    def round_rows(self, state: State, ctx: Context, block: RowBlock, r: int) -> RowRound:
+        nodes = block.nodes
+        x = block.take(state["x"])
         lr = self.params.lr / (r + 1) ** self.params.decay
         if self.params.batch_size is None:
-            g = ctx.oracle.grad_all(x)
+            g = ctx.oracle.grad(x, nodes)
         else:
-            g = ctx.oracle.stochastic_grad(x, np.arange(ctx.n), ctx.node_rng("sampling"), self.params.batch_size)
-        top = ctx.topology
-        ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), ctx.d)
-        ctx.oracle.local_step_all()
-        return {"x": W @ x - lr * g}
+            g = ctx.oracle.stochastic_grad(x, nodes, ctx.node_rng("sampling"), self.params.batch_size)
+        edges = ctx.topology.edges[block.edges]
+        ctx.channel.exchange(edges[:, 0], edges[:, 1], block.edges, ctx.d)
+        ctx.oracle.local_step(nodes)
+        Wx = yield Mix("W", x)
+        return {"x": Wx - lr * g}

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Layout, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import Context, Layout, Mix, RowBlock, RowRound, RowRoundAlgorithm, register_algorithm
 from fedopt.algorithms.decentralized.mixing import MixingParams, MixingPrepared, prepare_mixing
 from fedopt.core.arrays import State
 from fedopt.problems.base import Problem
@@ -41,10 +41,12 @@ class GradientTrackingParams(MixingParams):
 
 
 @register_algorithm("gradient_tracking")
-class GradientTracking(RoundAlgorithm):
+class GradientTracking(RowRoundAlgorithm):
     Params = GradientTrackingParams
     params: GradientTrackingParams
     layout = {"x": Layout.NODE, "y": Layout.NODE, "g": Layout.NODE}
+
+    prepared_type = MixingPrepared
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MixingPrepared]:
         return prepare_mixing(self.params, graphs)
@@ -57,12 +59,17 @@ class GradientTracking(RoundAlgorithm):
         g = ctx.oracle.grad_all(x)
         return {"x": x, "y": g.copy(), "g": g}
 
-    def round(self, state: State, ctx: Context, r: int) -> State:
-        W = ctx.prepared_as(MixingPrepared).W
-        x, y, g = state["x"], state["y"], state["g"]
-        top = ctx.topology
-        ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)
-        x_new = W @ x - self._lr(ctx) * y
-        g_new = ctx.oracle.grad_all(x_new)
-        ctx.oracle.local_step_all()
-        return {"x": x_new, "y": W @ y + g_new - g, "g": g_new}
+    def products(self, ctx: Context) -> int:
+        return 1
+
+    def round_rows(self, state: State, ctx: Context, block: RowBlock, r: int) -> RowRound:
+        nodes = block.nodes
+        x, y, g = block.take(state["x"]), block.take(state["y"]), block.take(state["g"])
+        d = ctx.d
+        edges = ctx.topology.edges[block.edges]
+        ctx.channel.exchange(edges[:, 0], edges[:, 1], block.edges, 2 * d)
+        Wxy = yield Mix("W", np.concatenate((x, y), axis=1))  # x and y travel in one message
+        x_new = Wxy[:, :d] - self._lr(ctx) * y
+        g_new = ctx.oracle.grad(x_new, nodes)
+        ctx.oracle.local_step(nodes)
+        return {"x": x_new, "y": Wxy[:, d:] + g_new - g, "g": g_new}

@@ -33,9 +33,9 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from fedopt.algorithms.base import Prepared
 from fedopt.core.arrays import IntArray
-from fedopt.engines.base import Engine, RunResult, RunSpec, ShardLost, Simulation
+from fedopt.engines.base import Engine, RunResult, RunSpec, ShardLost
 from fedopt.engines.ray.cluster import join_cluster
-from fedopt.engines.sharded.simulation import ShardedSimulation
+from fedopt.engines.sharded.simulation import ShardedSimulation, run_on_driver
 from fedopt.engines.sharded.split import split_for
 from fedopt.engines.sharded.transport import Transport
 from fedopt.engines.sharded.worker import ShardWorker, gpu_device
@@ -217,8 +217,8 @@ class RayEngine(Engine):
         return self._ensure_pool().actors
 
     def _run(self, spec: RunSpec, progress: Callable[[float], None] | None) -> RunResult:
-        if split_for(spec.algorithm) is None:  # synchronous rounds: one matrix step on the driver
-            return Simulation(spec).run(progress)
+        if split_for(spec.algorithm) is None:  # synchronous rounds without round_rows: on the driver
+            return run_on_driver(spec, self.name, progress)
         return RaySimulation(spec, self._ensure_pool(), self.fault_hook, self.max_restarts).run(progress)
 
     def close(self) -> None:

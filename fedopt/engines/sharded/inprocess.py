@@ -17,8 +17,8 @@ from typing import Any
 
 from fedopt.algorithms.base import Prepared
 from fedopt.core.arrays import IntArray
-from fedopt.engines.base import Engine, RunResult, RunSpec, Simulation, register_engine
-from fedopt.engines.sharded.simulation import ShardedSimulation
+from fedopt.engines.base import Engine, RunResult, RunSpec, register_engine
+from fedopt.engines.sharded.simulation import ShardedSimulation, run_on_driver
 from fedopt.engines.sharded.split import split_for
 from fedopt.engines.sharded.transport import Transport
 from fedopt.engines.sharded.worker import ShardWorker
@@ -91,6 +91,6 @@ class ShardedEngine(Engine):
         self.num_shards = num_shards
 
     def _run(self, spec: RunSpec, progress: Callable[[float], None] | None) -> RunResult:
-        if split_for(spec.algorithm) is None:  # synchronous rounds: one matrix step on the driver
-            return Simulation(spec).run(progress)
+        if split_for(spec.algorithm) is None:  # synchronous rounds without round_rows: on the driver
+            return run_on_driver(spec, self.name, progress)
         return ShardedSimulation(spec, InProcessTransport(self.num_shards)).run(progress)

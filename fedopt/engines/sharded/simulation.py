@@ -16,8 +16,17 @@ How a run is spread (the driver is the process that runs the simulation):
   ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order and
   runs ``aggregate`` on the server keys. The per-client keys (e.g. control
   variates) stay in the shards.
-* **Other round-based algorithms** (DGD, gradient tracking, ...) — a round is
-  one matrix step over all nodes; the engines run them as the local engine does
+* **Synchronous rounds written in rows** (DGD, gradient tracking:
+  :class:`~fedopt.algorithms.base.RowRoundAlgorithm`) — every shard runs the round on
+  its own rows (gradients, counting) and answers each graph product with a halo
+  exchange (:mod:`fedopt.engines.sharded.halo`): it sends only its boundary rows to
+  the shards whose block touches them, receives its halo rows, and multiplies its
+  block ``op[own, own ∪ halo]``. The driver chains the steps of a run of rounds
+  (each step takes the other shards' outputs of the previous one as handles, so the
+  rows go from shard to shard) and waits only at the end; checkpoints stay at round
+  boundaries. Nodes are placed with the graph partition, so the halo is small.
+  A round algorithm without ``round_rows`` runs on the driver as the local engine
+  runs it, and the run's message says so
   (:func:`~fedopt.engines.sharded.split.split_for` gives no split).
 
 What lives where follows the algorithm's declared state layout
@@ -55,7 +64,15 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.algorithms.base import EventAlgorithm, FederatedAlgorithm, Layout, aggregate_step, configure_step, keys_of
+from fedopt.algorithms.base import (
+    EventAlgorithm,
+    FederatedAlgorithm,
+    Layout,
+    RowRoundAlgorithm,
+    aggregate_step,
+    configure_step,
+    keys_of,
+)
 from fedopt.core.levels import schedule_levels
 from fedopt.core.meter import Channel, Meter
 from fedopt.core.trace import checkpoint_row
@@ -63,7 +80,7 @@ from fedopt.engines.base import RunResult, RunSpec, ShardLost, Simulation
 from fedopt.engines.sharded.meters import merge_meters
 from fedopt.engines.sharded.partition import cut_edges, owner_of
 from fedopt.engines.sharded.plan import plan_block
-from fedopt.engines.sharded.split import split_for
+from fedopt.engines.sharded.split import ROW_SPLIT, run_on_driver_note, split_for
 from fedopt.engines.sharded.transport import Transport
 
 
@@ -95,6 +112,12 @@ class ShardedSimulation(Simulation):
         self._shard_meters: list[dict[str, Any]] = []
         self._shard_rng: list[dict[str, Any]] = []
         self._ckpt: dict[str, Any] | None = None
+        #: Rows and bytes the shards sent each other in halo exchanges, and the graph products
+        #: they answered (synchronous rounds in rows; replays after a lost shard included).
+        self.halo_rows = 0
+        self.halo_bytes = 0
+        self.products = 0
+        self._send_shards = True
 
     # ---- set-up -------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +181,7 @@ class ShardedSimulation(Simulation):
         state = self.transport.share(ck["state"])
         self._calls("restore", [(state, ck["shard_meters"][i], ck["shard_rng"][i], ck["period_index"])
                                 for i in range(len(self.shards))])
+        self._send_shards = True
         self._restore_driver(ck)
 
     def recover(self, lost: ShardLost) -> str:
@@ -206,6 +230,8 @@ class ShardedSimulation(Simulation):
         self._shard_rng = [snap["rng"] for snap in snaps]
         for snap in snaps:
             self.rng_used.update(snap["rng_used"])
+        self.halo_rows = sum(snap["halo"]["rows"] for snap in snaps)
+        self.halo_bytes = sum(snap["halo"]["bytes"] for snap in snaps)
         self.meter.sim_time = self.t
         merged = merge_meters(self.meter, self._shard_meters)
         row = checkpoint_row(self.spec.problem, X, merged, self.t, self.round, time.perf_counter() - self._wall0)
@@ -217,6 +243,9 @@ class ShardedSimulation(Simulation):
 
     # ---- the parts that run in the shards --------------------------------------------------
     def apply_rounds(self, count: int) -> None:
+        if self.split is ROW_SPLIT:
+            self._apply_row_rounds(count)
+            return
         algo = self.algo
         assert isinstance(algo, FederatedAlgorithm)
         layout, ctx, tr = self.layout, self.ctx, self.transport
@@ -241,6 +270,31 @@ class ShardedSimulation(Simulation):
             self.round += 1
             self.meter.rounds = self.round
 
+    def _apply_row_rounds(self, count: int) -> None:
+        """``count`` synchronous rounds in the shards' rows, chained step by step (see the
+        module docstring): a round of K products is K steps per shard, each taking the other
+        shards' outputs of the step before; a last step finishes the last round."""
+        algo = self.algo
+        assert isinstance(algo, RowRoundAlgorithm)
+        K = algo.products(self.ctx)
+        if K < 1:
+            raise ValueError(f"algorithm {algo.name!r}: products() is {K}; a row round makes at least one")
+        steps = [(s == 0 and q > 0, self.round + q if s == 0 else -1) for q in range(count) for s in range(K)]
+        steps.append((True, -1))
+        tr, k = self.transport, len(self.shards)
+        shards = [np.asarray(s) for s in self.shards] if self._send_shards else None
+        prev: list[Any] = []
+        for j, (finish, start) in enumerate(steps):
+            first = shards if j == 0 else None
+            peers = [[prev[p] for p in range(k) if p != i] if prev else [None] * (k - 1) for i in range(k)]
+            prev = [tr.submit(i, "row_step", self._period_index, finish, start, first, *peers[i]) for i in range(k)]
+        self._tick("round")
+        tr.gather(prev)
+        self._send_shards = False
+        self.products += count * K
+        self.round += count
+        self.meter.rounds = self.round
+
     def apply_events(self, t_end: float) -> None:
         assert isinstance(self.algo, EventAlgorithm) and self._stream is not None
         block = self._stream.until(t_end, self.spec.max_events - self.n_events)
@@ -257,3 +311,12 @@ class ShardedSimulation(Simulation):
             handles[(c.shard, c.index)] = tr.submit(c.shard, "run_segment", self._period_index, c.plan, *inputs)
         self._tick("events")
         tr.gather(list(handles.values()))
+
+
+def run_on_driver(spec: RunSpec, engine: str, progress: Callable[[float], None] | None = None) -> RunResult:
+    """Run ``spec`` (synchronous rounds without a split) on the driver, as the local engine
+    runs it; the result's message says so."""
+    res = Simulation(spec).run(progress)
+    note = run_on_driver_note(spec.algorithm, engine)
+    res.message = f"{res.message} [{note}]" if res.message else note
+    return res

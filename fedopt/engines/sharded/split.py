@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedopt.algorithms.base import Algorithm, EventAlgorithm, FederatedAlgorithm, Layout
+from fedopt.algorithms.base import Algorithm, EventAlgorithm, FederatedAlgorithm, Layout, RowRoundAlgorithm
 from fedopt.core.arrays import IntArray
 from fedopt.engines.sharded.partition import contiguous_shards, graph_shards
 from fedopt.topology.graph import Topology
@@ -39,12 +39,24 @@ class ShardSplit:
 NODE_SPLIT = ShardSplit("event-based", Layout.NODE, _node_shards, True)
 #: Federated algorithms: per-client rows in contiguous blocks of clients.
 CLIENT_SPLIT = ShardSplit("federated", Layout.CLIENT, _client_shards, False)
+#: Synchronous rounds written in rows (:class:`~fedopt.algorithms.base.RowRoundAlgorithm`): per-node
+#: rows placed by the graph partition, graph products by halo exchange (:mod:`fedopt.engines.sharded.halo`).
+ROW_SPLIT = ShardSplit("row-round", Layout.NODE, _node_shards, False)
 
 
 def split_for(algo: Algorithm) -> ShardSplit | None:
-    """The split of ``algo``'s kind; ``None`` for synchronous rounds that run on the driver."""
+    """The split of ``algo``'s kind; ``None`` for synchronous rounds that run on the driver
+    (a round algorithm without :meth:`~fedopt.algorithms.base.RowRoundAlgorithm.round_rows`)."""
     if isinstance(algo, EventAlgorithm):
         return NODE_SPLIT
     if isinstance(algo, FederatedAlgorithm):
         return CLIENT_SPLIT
+    if isinstance(algo, RowRoundAlgorithm):
+        return ROW_SPLIT
     return None
+
+
+def run_on_driver_note(algo: Algorithm, engine: str) -> str:
+    """What a run's message says when ``engine`` runs ``algo``'s rounds on the driver."""
+    return (f"{engine} engine: the synchronous rounds of {algo.name!r} ran on the driver, not in shards "
+            "(it has no round_rows)")

@@ -30,7 +30,10 @@ from fedopt.algorithms.base import (
     Layout,
     Prepared,
     PreparedRun,
+    RowBlock,
+    RowRoundAlgorithm,
     check_handlers_kept_layout,
+    check_row_round,
     check_state_layout,
     client_step,
     keys_of,
@@ -41,6 +44,7 @@ from fedopt.core.arrays import IntArray, State
 from fedopt.core.meter import NODE_COUNTERS, Channel, Meter
 from fedopt.core.rng import NodeStreams, RngStreams, stream_key
 from fedopt.engines.base import apply_gossip_pairs, topology_for_period
+from fedopt.engines.sharded.halo import HaloPlan, halo_plan
 
 #: Spawn-key tag of the per-shard run-level streams (kept apart from the run's own streams).
 SHARD_STREAM_TAG = 0x5348
@@ -134,6 +138,7 @@ class ShardWorker:
         self.ctx.prepared = self.prepared.for_graph(top)
         self.algo = spec.algorithm
         state = self.algo.init(self.ctx)  # same draws as the driver's init
+        self.meter.load_state_dict(Meter(n=spec.problem.n).state_dict())  # the driver counted init's work
         self.layout = check_state_layout(self.algo, state, self.ctx)
         self._hold(state)
         assert run_rng.per_node is not None
@@ -141,6 +146,14 @@ class ShardWorker:
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
         self.device = device
+        self._row_round: Any = None
+        self._products = 0
+        self._shards: list[IntArray] | None = None
+        self._plans: dict[tuple[int, str], HaloPlan] = {}
+        self._blocks: dict[int, RowBlock] = {}
+        #: Rows and bytes this shard sent to other shards in halo exchanges (replays included).
+        self.halo_rows_sent = 0
+        self.halo_bytes_sent = 0
         return len(self.nodes)
 
     def _hold(self, state: State) -> None:
@@ -160,7 +173,8 @@ class ShardWorker:
             X = np.asarray(self.algo.iterates(self.state, self.ctx, t))
             out["X"] = np.array(X[self.nodes])
         rows = {k: np.array(self.state[k][self.nodes]) for k in keys}
-        out.update(rows=rows, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used))
+        out.update(rows=rows, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used),
+                   halo={"rows": self.halo_rows_sent, "bytes": self.halo_bytes_sent})
         return out
 
     def restore(self, state: State, meter: dict[str, Any], rng: dict[str, Any], period_index: int) -> None:
@@ -170,6 +184,7 @@ class ShardWorker:
         self.meter.load_state_dict(meter)
         self.rng.set_state(rng)
         self._own_msgs = None
+        self._row_round = None
         self._set_period(period_index)
 
     def _set_period(self, period_index: int) -> None:
@@ -300,3 +315,92 @@ class ShardWorker:
                                              np.asarray(clients, dtype=np.int64), r)
         self.state.update(rows)
         return {"sum": weights @ updates, "weight": float(weights.sum())}
+
+    # ---- synchronous rounds in rows ----------------------------------------------------------
+    def _graph_index(self) -> int:
+        top = self.ctx.topology
+        return next(i for i, g in enumerate(self.prepared.graphs) if g is top)
+
+    def _block(self) -> RowBlock:
+        """This shard's :class:`RowBlock` in the graph in force: its nodes and the edges whose
+        first endpoint it holds (it counts their exchanges)."""
+        gi = self._graph_index()
+        block = self._blocks.get(gi)
+        if block is None:
+            mine = np.zeros(self.spec.problem.n, dtype=bool)
+            mine[self.nodes] = True
+            block = RowBlock(self.nodes, np.flatnonzero(mine[self.ctx.topology.edges[:, 0]]))
+            self._blocks[gi] = block
+        return block
+
+    def _plan(self, op: str) -> HaloPlan:
+        """The halo plan of operator ``op`` of the graph in force (built on first use)."""
+        assert isinstance(self.algo, RowRoundAlgorithm) and self._shards is not None
+        key = (self._graph_index(), op)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = halo_plan(self.algo.operator(self.ctx, op), self._shards, self.shard)
+        return plan
+
+    def _advance(self, answer: np.ndarray | None) -> dict[int, np.ndarray] | None:
+        """Run the pending row round to its next product: the rows to send to each other shard
+        (``None`` when the round returned; its rows are then written to the state)."""
+        algo = self.algo
+        assert isinstance(algo, RowRoundAlgorithm)
+        try:
+            mix = self._row_round.send(answer)
+        except StopIteration as stop:
+            self._row_round = None
+            rows = stop.value
+            check_row_round(algo, self.ctx, self._products, rows, self.state)
+            for k, v in rows.items():
+                self.state[k][self.nodes] = v
+            return None
+        self._products += 1
+        self._mix = mix
+        plan = self._plan(mix.op)
+        out = {j: np.ascontiguousarray(mix.rows[p]) for j, p in plan.send.items()}
+        for v in out.values():
+            self.halo_rows_sent += v.shape[0]
+            self.halo_bytes_sent += v.nbytes
+        return out
+
+    def row_step(self, period_index: int, finish: bool, start: int, shards: list[IntArray] | None,
+                 *peer_outputs: dict[int, np.ndarray] | None) -> dict[int, np.ndarray] | None:
+        """One step of synchronous rounds in this shard's rows (:class:`RowRoundAlgorithm`).
+
+        ``peer_outputs``: the other shards' outputs of the previous step, in shard order
+        (this shard left out); the rows they sent here complete the pending product. With
+        ``finish`` that product is the round's last and the round must return; else it
+        must ask for its next product. Then, with ``start >= 0``, round ``start`` begins
+        and runs to its first product. Returns the rows this shard sends to each other
+        shard (``None`` when no product is pending). ``shards``: the partition (given on a
+        run's first step and after a restore; the halo plans follow from it).
+        """
+        algo = self.algo
+        assert isinstance(algo, RowRoundAlgorithm)
+        self._set_period(period_index)
+        if shards is not None:
+            shards = [np.asarray(s, dtype=np.int64) for s in shards]
+            if self._shards is None or any(not np.array_equal(a, b) for a, b in zip(self._shards, shards)):
+                self._plans = {}
+            self._shards = shards
+        out: dict[int, np.ndarray] | None = None
+        if self._row_round is not None:
+            others = [j for j in range(len(peer_outputs) + 1) if j != self.shard]
+            received = {j: o[self.shard] for j, o in zip(others, peer_outputs) if o is not None and self.shard in o}
+            answer = self._plan(self._mix.op).product(self._mix.rows, received)
+            out = self._advance(answer)
+            if finish and out is not None:
+                raise ValueError(f"algorithm {algo.name!r}: round_rows made more graph products than products() "
+                                 f"declares ({algo.products(self.ctx)})")
+            if not finish and out is None:
+                check_row_round(algo, self.ctx, self._products, self.state, self.state)
+        if start >= 0:
+            self._products = 0
+            self._row_round = algo.round_rows(self.state, self.ctx, self._block(), start)
+            out = self._advance(None)
+            if out is None:
+                raise ValueError(f"algorithm {algo.name!r}: round_rows made no graph product; products() "
+                                 f"declares {algo.products(self.ctx)}")
+        return out
