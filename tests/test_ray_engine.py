@@ -284,19 +284,38 @@ def test_draws_inside_handlers_are_flagged_and_independent_per_shard(engines) ->
     assert_same_rows(got.rows, again.rows)  # reproducible for a fixed number of actors
 
 
-@pytest.mark.parametrize("name", ["gossip_sgd", "fedavg"])
+@pytest.mark.parametrize("name", ["gossip_sgd", "fedavg", "dgd", "gradient_tracking"])
 def test_recovers_from_a_killed_actor(engines, name: str) -> None:
     eng = engines[3]
     ref = eng.run(_spec(name, seed=5))
     _kill_and_compare(eng, ref, lambda: _spec(name, seed=5))
 
 
-@pytest.mark.parametrize("name", ["gossip_sgd", "fedavg"])
+@pytest.mark.parametrize("name", ["gossip_sgd", "fedavg", "dgd"])
 def test_recovery_rolls_back_per_node_counters(engines, name: str) -> None:
     """A lost actor's nodes and every other shard go back to the checkpoint's per-node
     counters: the replayed minibatches are the local engine's."""
     ref = make_engine("local").run(_spec(name, seed=5, problem=LS_PROB, **MINIBATCH[name]))
     _kill_and_compare(engines[3], ref, lambda: _spec(name, seed=5, problem=LS_PROB, **MINIBATCH[name]))
+
+
+@pytest.mark.parametrize("name", ["dgd", "gradient_tracking"])
+def test_synchronous_rounds_run_in_two_actors_with_a_halo_exchange(engines, name: str) -> None:
+    """DGD and gradient tracking run in the actors: the local engine's trace, and only
+    the rows of nodes with a neighbour in the other actor travel (once per round)."""
+    from fedopt.engines.ray.engine import RaySimulation
+
+    ref = make_engine("local").run(_spec(name))
+    sim = RaySimulation(_spec(name), engines[2]._ensure_pool())
+    got = sim.run()
+    assert got.status == "ok" and got.message == "", got.message
+    assert_same_rows(ref.rows, got.rows)
+    assert got.meter.per_edge() == ref.meter.per_edge()
+    owner = owner_of(sim.shards, N)
+    cut = TOP.edges[owner[TOP.edges[:, 0]] != owner[TOP.edges[:, 1]]]
+    per_round = len(set(cut.ravel().tolist()))  # two shards: each end of a cut edge goes once to the other
+    assert 0 < per_round < N
+    assert sim.products == 6 and sim.halo_rows == 6 * per_round
 
 
 def _kill_and_compare(eng, ref, spec) -> None:

@@ -392,8 +392,9 @@ class ShardWorker:
             answer = self._plan(self._mix.op).product(self._mix.rows, received)
             out = self._advance(answer)
             if finish and out is not None:
-                raise ValueError(f"algorithm {algo.name!r}: round_rows made more graph products than products() "
-                                 f"declares ({algo.products(self.ctx)})")
+                want = algo.products(self.ctx)
+                raise ValueError(f"algorithm {algo.name!r}: round_rows made more than {want} graph product(s); "
+                                 f"products() declares {want}")
             if not finish and out is None:
                 check_row_round(algo, self.ctx, self._products, self.state, self.state)
         if start >= 0:

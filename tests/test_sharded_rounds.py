@@ -1,0 +1,180 @@
+"""Synchronous rounds in the shards (DGD, gradient tracking): the local engine's trace with
+1, 2 and 3 shards, only the rows that cross a shard boundary travel, a time-varying
+sequence changes the halo with the graph, recovery after a lost shard, and the contract
+of a row round (its declared number of graph products) checked where it breaks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_sharded_engine import LS_PROB, PROB, SEQUENCE, TOP, _LosingTransport, _spec, assert_same_rows, assert_same_run
+
+from fedopt.algorithms import make_algorithm
+from fedopt.algorithms.base import Context, Mix, RowBlock, RowRound
+from fedopt.algorithms.decentralized.dgd import DGD
+from fedopt.engines.base import make_engine
+from fedopt.engines.sharded.halo import halo_plan
+from fedopt.engines.sharded.inprocess import InProcessTransport
+from fedopt.engines.sharded.partition import graph_shards
+from fedopt.engines.sharded.simulation import ShardedSimulation
+from fedopt.topology.graph import Topology
+
+ROW_ALGOS = ["dgd", "gradient_tracking"]
+#: Floats per row of each algorithm's one graph product per round (DGD: x; gradient tracking: x and y).
+ROW_WIDTH = {"dgd": 1, "gradient_tracking": 2}
+
+
+def cross_rows(edges: np.ndarray, shards: Sequence[np.ndarray], n: int) -> int:
+    """Rows a product with a graph operator must move between shards: each node with a
+    neighbour in another shard goes once to every such shard (from the edge list alone)."""
+    owner = np.empty(n, dtype=np.int64)
+    for k, s in enumerate(shards):
+        owner[s] = k
+    needed = set()
+    for a, b in np.asarray(edges).tolist():
+        if owner[a] != owner[b]:
+            needed.add((a, owner[b]))
+            needed.add((b, owner[a]))
+    return len(needed)
+
+
+@pytest.mark.parametrize("name", ROW_ALGOS)
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_rounds_run_in_the_shards_with_the_local_trace(name: str, shards: int) -> None:
+    ref = make_engine("local").run(_spec(name))
+    sim = ShardedSimulation(_spec(name), InProcessTransport(shards))
+    got = sim.run()
+    assert_same_run(ref, got)
+    assert got.message == ""
+    assert sim.products == 6  # one product per round, answered in the shards
+    np.testing.assert_allclose(got.meter.per_node()["local_steps"], ref.meter.per_node()["local_steps"])
+    assert got.meter.communications == ref.meter.communications
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_minibatch_dgd_draws_equal_local(shards: int) -> None:
+    ref = make_engine("local").run(_spec("dgd", problem=LS_PROB, batch_size=3))
+    got = make_engine("sharded", num_shards=shards).run(_spec("dgd", problem=LS_PROB, batch_size=3))
+    assert_same_run(ref, got)
+
+
+@pytest.mark.parametrize("name", ROW_ALGOS)
+@pytest.mark.parametrize("shards", [2, 3])
+def test_only_boundary_rows_travel(name: str, shards: int) -> None:
+    sim = ShardedSimulation(_spec(name), InProcessTransport(shards))
+    sim.run()
+    per_product = cross_rows(TOP.edges, sim.shards, TOP.n)
+    assert 0 < per_product < (shards - 1) * TOP.n
+    assert sim.halo_rows == sim.products * per_product
+    assert sim.halo_bytes == sim.halo_rows * ROW_WIDTH[name] * PROB.d * 8
+
+
+@pytest.mark.parametrize("name", ROW_ALGOS)
+def test_time_varying_sequence_changes_the_halo(name: str) -> None:
+    """The rgg graph, then the complete graph (period 1): the halo follows the graph in
+    force, and the trace and per-edge counts are the local engine's."""
+    ref = make_engine("local").run(_spec(name, topology=SEQUENCE))
+    sim = ShardedSimulation(_spec(name, topology=SEQUENCE), InProcessTransport(3))
+    got = sim.run()
+    assert_same_run(ref, got)
+    assert set(got.meter.per_edge()) - {tuple(e) for e in TOP.edges.tolist()}
+    complete = SEQUENCE.topologies[1]
+    # the sequence cycles: rounds 0, 2, 4 on the rgg graph, rounds 1, 3, 5 on the complete graph
+    on_rgg, on_complete = cross_rows(TOP.edges, sim.shards, TOP.n), cross_rows(complete.edges, sim.shards, TOP.n)
+    assert on_complete > on_rgg
+    assert sim.halo_rows == 3 * on_rgg + 3 * on_complete
+
+
+def test_recovery_after_a_lost_shard_in_synchronous_rounds() -> None:
+    """A shard lost between chained round steps: heal, roll back to the last record point,
+    replay; the minibatch draws and counts are the local engine's."""
+    def spec():
+        return _spec("dgd", seed=5, problem=LS_PROB, batch_size=3)
+
+    ref = make_engine("local").run(spec())
+    transport = _LosingTransport(3, lose_at={4})
+    got = ShardedSimulation(spec(), transport).run()
+    assert transport.heals == 1
+    assert got.message == "recovered from 1 lost shard(s)"
+    assert_same_rows(ref.rows, got.rows)
+    np.testing.assert_allclose(got.final_state["x"], ref.final_state["x"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.meter.per_node()["grad_evals"], ref.meter.per_node()["grad_evals"])
+
+
+@pytest.mark.parametrize("name", ["msda", "adom_plus"])
+def test_rounds_without_round_rows_run_on_the_driver_and_say_so(name: str) -> None:
+    ref = make_engine("local").run(_spec(name))
+    got = make_engine("sharded", num_shards=2).run(_spec(name))
+    assert_same_rows(ref.rows, got.rows)
+    assert got.message == (f"sharded engine: the synchronous rounds of {name!r} ran on the driver, not in shards "
+                           "(it has no round_rows)")
+
+
+def test_halo_plan_products_equal_the_full_product() -> None:
+    """Each shard's block product from its own rows and the rows the others send it equals
+    its rows of ``op @ X``, for a nonsymmetric sparse operator and an unbalanced partition."""
+    rng = np.random.default_rng(0)
+    n = 23
+    op = sp.random(n, n, density=0.15, random_state=1, format="csr") + sp.identity(n)
+    X = rng.standard_normal((n, 3))
+    shards = [np.sort(s) for s in np.split(rng.permutation(n), [4, 15])]
+    plans = [halo_plan(op, shards, i) for i in range(len(shards))]
+    full = op @ X
+    for i, (own, plan) in enumerate(zip(shards, plans)):
+        received = {j: X[shards[j]][plans[j].send[i]] for j in plan.recv}
+        for j in plan.recv:
+            assert i in plans[j].send
+        np.testing.assert_allclose(plan.product(X[own], received), full[own], rtol=1e-12, atol=1e-12)
+        needed = {int(c) for c in op[own].nonzero()[1]} - set(own.tolist())
+        assert sum(plan.recv.values()) == len(needed)
+
+
+class _TwoProductsDGD(DGD):
+    """Declares one graph product per round but makes two."""
+
+    def round_rows(self, state, ctx: Context, block: RowBlock, r: int) -> RowRound:
+        x = block.take(state["x"])
+        yield Mix("W", x)
+        Wx = yield Mix("W", x)
+        return {"x": Wx}
+
+
+@pytest.mark.parametrize("engine", ["local", "sharded"])
+def test_a_round_with_more_products_than_declared_is_an_error(engine: str) -> None:
+    spec = _spec("dgd")
+    spec.algorithm = _TwoProductsDGD()
+    got = make_engine(engine).run(spec)
+    assert got.status == "error"
+    assert "algorithm 'dgd': round_rows made" in got.message.splitlines()[0]
+    assert "products() declares 1" in got.message.splitlines()[0]
+
+
+def test_the_partition_keeps_the_halo_small_on_a_geometric_graph() -> None:
+    g = nx.random_geometric_graph(400, 0.08, seed=2)
+    top = Topology.from_networkx("rgg", g)
+    shards = graph_shards(top.edges, top.n, 2, seed=0)
+    W = make_algorithm("dgd").prepare(PROB, [top])[0].W
+    sent = sum(len(p) for i in range(2) for p in halo_plan(W, shards, i).send.values())
+    assert sent == cross_rows(top.edges, shards, top.n)
+    assert sent < 0.25 * top.n
+
+
+class _FewerProductsDGD(DGD):
+    """Declares two graph products per round but makes one."""
+
+    def products(self, ctx: Context) -> int:
+        return 2
+
+
+@pytest.mark.parametrize("engine", ["local", "sharded"])
+def test_a_round_with_fewer_products_than_declared_is_an_error(engine: str) -> None:
+    spec = _spec("dgd")
+    spec.algorithm = _FewerProductsDGD()
+    got = make_engine(engine).run(spec)
+    assert got.status == "error"
+    assert got.message.splitlines()[0] == ("ValueError: algorithm 'dgd': round_rows made 1 graph product(s); "
+                                           "products() declares 2")
