@@ -72,6 +72,7 @@ def test_dadao_authors_data_optimum() -> None:
         ("dadao_authors.py", ["--src", "{tmp}", "--samples", "3"], "--samples"),
         ("flower_anchor.py", ["--bench-dir", "{tmp}", "--flower-python", sys.executable], "--bench-dir"),
         ("gossip_events.py", ["--batch-size", "0"], "--batch-size"),
+        ("sync_rounds.py", ["--rounds", "0"], "--rounds"),
     ],
 )
 def test_benchmark_bad_input_is_one_line_naming_the_option(tmp_path: Path, script: str, args: list[str],
@@ -85,8 +86,23 @@ def test_benchmark_bad_input_is_one_line_naming_the_option(tmp_path: Path, scrip
 
 @pytest.mark.parametrize(("script", "phrase"), [("dadao_authors.py", "Including set-up"),
                                                 ("flower_anchor.py", "without start-up"),
-                                                ("ray_fedavg.py", "warm runs on both sides")])
+                                                ("ray_fedavg.py", "warm runs on both sides"),
+                                                ("sync_rounds.py", "warm runs on both sides")])
 def test_benchmark_help_states_its_bases(script: str, phrase: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert phrase.lower() in " ".join(proc.stdout.split()).lower()
+
+
+def test_sync_rounds_benchmark_runs_and_matches_local() -> None:
+    """A small run of the synchronous-rounds benchmark: its table, with the sharded runs at
+    the local engine's iterates and fewer halo bytes than a full-state broadcast."""
+    cmd = [sys.executable, str(BENCH / "sync_rounds.py"), "--n", "120", "--d", "5", "--rounds", "2",
+           "--repeats", "1", "--skip-ray"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if "sharded" in line]
+    assert len(rows) == 2
+    for r in rows:
+        halo_kb, broadcast_kb, diff = float(r[-4]), float(r[-3]), float(r[-1])
+        assert 0 < halo_kb < broadcast_kb and diff <= 1e-9

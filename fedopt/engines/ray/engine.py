@@ -123,6 +123,11 @@ class RayTransport(Transport):
     def submit(self, shard: int, method: str, *args: Any) -> Any:
         return getattr(self.actors[shard], method).remote(*args)
 
+    def submit_parts(self, shard: int, method: str, parts: int, *args: Any) -> list[Any]:
+        if parts < 2:
+            raise ValueError(f"ray transport: submit_parts needs at least 2 parts, got {parts}")
+        return list(getattr(self.actors[shard], method).options(num_returns=parts).remote(*args))
+
     def gather(self, handles: list[Any]) -> list[Any]:
         try:
             return ray.get(handles)

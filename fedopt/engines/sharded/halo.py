@@ -55,7 +55,7 @@ def _columns(A: sp.csr_matrix, rows: IntArray) -> IntArray:
 def halo_plan(op: Any, shards: list[IntArray], shard: int) -> HaloPlan:
     """The :class:`HaloPlan` of shard ``shard`` for operator ``op`` ([n, n], dense or sparse)
     under the partition ``shards`` (sorted node ids per shard)."""
-    A = sp.csr_matrix(op)
+    A = sp.csr_matrix(op, copy=True)  # (a received operator may be read-only)
     A.eliminate_zeros()
     n = A.shape[0]
     owner = np.full(n, -1, dtype=np.int64)

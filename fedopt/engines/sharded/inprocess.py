@@ -65,6 +65,12 @@ class InProcessTransport(Transport):
         given = [_sent(a.value) if isinstance(a, _Handle) else _sent(a) for a in args]
         return _Handle(_sent(getattr(self.workers[shard], method)(*given)))
 
+    def submit_parts(self, shard: int, method: str, parts: int, *args: Any) -> list[_Handle]:
+        out = self.submit(shard, method, *args).value
+        if len(out) != parts:
+            raise ValueError(f"{method} returned {len(out)} parts, {parts} expected")
+        return [_Handle(v) for v in out]
+
     def gather(self, handles: list[Any]) -> list[Any]:
         return [h.value for h in handles]
 

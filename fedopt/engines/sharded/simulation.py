@@ -283,13 +283,20 @@ class ShardedSimulation(Simulation):
         steps.append((True, -1))
         tr, k = self.transport, len(self.shards)
         shards = [np.asarray(s) for s in self.shards] if self._send_shards else None
-        prev: list[Any] = []
+        # sent[p][i]: the handle of the rows shard p sends to shard i in the previous step
+        sent: list[list[Any]] = [[None] * k for _ in range(k)]
+        last: list[Any] = []
         for j, (finish, start) in enumerate(steps):
             first = shards if j == 0 else None
-            peers = [[prev[p] for p in range(k) if p != i] if prev else [None] * (k - 1) for i in range(k)]
-            prev = [tr.submit(i, "row_step", self._period_index, finish, start, first, *peers[i]) for i in range(k)]
+            args = [(self._period_index, finish, start, first, *[sent[p][i] for p in range(k) if p != i])
+                    for i in range(k)]
+            if k == 1:
+                last = [tr.submit(0, "row_step", *args[0])]
+            else:
+                sent = [tr.submit_parts(i, "row_step", k, *args[i]) for i in range(k)]
+                last = [part for parts in sent for part in parts]
         self._tick("round")
-        tr.gather(prev)
+        tr.gather(last)
         self._send_shards = False
         self.products += count * K
         self.round += count

@@ -57,6 +57,12 @@ class Transport(ABC):
         the worker gets their values. Calls on one worker run in submission order."""
 
     @abstractmethod
+    def submit_parts(self, shard: int, method: str, parts: int, *args: Any) -> list[Any]:
+        """Like :meth:`submit` for a ``method`` whose output is a list of ``parts`` values
+        (``parts >= 2``): one handle per value, so that each can go to another call alone
+        (e.g. the rows a shard sends to each other shard)."""
+
+    @abstractmethod
     def gather(self, handles: list[Any]) -> list[Any]:
         """The outputs of the calls ``handles``, in that order; a worker's error is raised as
         is, and a lost worker as :class:`ShardLost`."""

@@ -343,8 +343,8 @@ class ShardWorker:
         return plan
 
     def _advance(self, answer: np.ndarray | None) -> dict[int, np.ndarray] | None:
-        """Run the pending row round to its next product: the rows to send to each other shard
-        (``None`` when the round returned; its rows are then written to the state)."""
+        """Run the pending row round to its next product: the rows to send to each shard that
+        needs some (``None`` when the round returned; its rows are then written to the state)."""
         algo = self.algo
         assert isinstance(algo, RowRoundAlgorithm)
         try:
@@ -366,16 +366,17 @@ class ShardWorker:
         return out
 
     def row_step(self, period_index: int, finish: bool, start: int, shards: list[IntArray] | None,
-                 *peer_outputs: dict[int, np.ndarray] | None) -> dict[int, np.ndarray] | None:
+                 *received: np.ndarray | None) -> list[np.ndarray | None]:
         """One step of synchronous rounds in this shard's rows (:class:`RowRoundAlgorithm`).
 
-        ``peer_outputs``: the other shards' outputs of the previous step, in shard order
-        (this shard left out); the rows they sent here complete the pending product. With
-        ``finish`` that product is the round's last and the round must return; else it
-        must ask for its next product. Then, with ``start >= 0``, round ``start`` begins
-        and runs to its first product. Returns the rows this shard sends to each other
-        shard (``None`` when no product is pending). ``shards``: the partition (given on a
-        run's first step and after a restore; the halo plans follow from it).
+        ``received``: the rows each other shard sent here in the previous step, in shard
+        order (this shard left out; ``None`` from a shard that sent none); they complete
+        the pending product. With ``finish`` that product is the round's last and the
+        round must return; else it must ask for its next product. Then, with
+        ``start >= 0``, round ``start`` begins and runs to its first product. Returns, for
+        every shard in order, the rows this shard sends it (``None``: none, and always for
+        itself). ``shards``: the partition (given on a run's first step and after a
+        restore; the halo plans follow from it).
         """
         algo = self.algo
         assert isinstance(algo, RowRoundAlgorithm)
@@ -387,9 +388,9 @@ class ShardWorker:
             self._shards = shards
         out: dict[int, np.ndarray] | None = None
         if self._row_round is not None:
-            others = [j for j in range(len(peer_outputs) + 1) if j != self.shard]
-            received = {j: o[self.shard] for j, o in zip(others, peer_outputs) if o is not None and self.shard in o}
-            answer = self._plan(self._mix.op).product(self._mix.rows, received)
+            others = [j for j in range(len(received) + 1) if j != self.shard]
+            rows = {j: v for j, v in zip(others, received) if v is not None}
+            answer = self._plan(self._mix.op).product(self._mix.rows, rows)
             out = self._advance(answer)
             if finish and out is not None:
                 want = algo.products(self.ctx)
@@ -404,4 +405,5 @@ class ShardWorker:
             if out is None:
                 raise ValueError(f"algorithm {algo.name!r}: round_rows made no graph product; products() "
                                  f"declares {algo.products(self.ctx)}")
-        return out
+        k = len(self._shards) if self._shards is not None else 1
+        return [None if out is None else out.get(j) for j in range(k)]
