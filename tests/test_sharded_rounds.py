@@ -1,4 +1,4 @@
-"""Synchronous rounds in the shards (DGD, gradient tracking): the local engine's trace with
+"""Synchronous rounds in the shards (DGD, gradient tracking, MSDA, ADOM+): the local engine's trace with
 1, 2 and 3 shards, only the rows that cross a shard boundary travel, a time-varying
 sequence changes the halo with the graph, recovery after a lost shard, and the contract
 of a row round (its declared number of graph products) checked where it breaks."""
@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from test_sharded_engine import LS_PROB, PROB, SEQUENCE, TOP, _LosingTransport, _spec, assert_same_rows, assert_same_run
 
 from fedopt.algorithms import make_algorithm
-from fedopt.algorithms.base import Context, Mix, RowBlock, RowRound
+from fedopt.algorithms.base import Context, Layout, Mix, RoundAlgorithm, RowBlock, RowRound
 from fedopt.algorithms.decentralized.dgd import DGD
 from fedopt.engines.base import make_engine
 from fedopt.engines.sharded.halo import halo_plan
@@ -23,9 +23,23 @@ from fedopt.engines.sharded.partition import graph_shards
 from fedopt.engines.sharded.simulation import ShardedSimulation
 from fedopt.topology.graph import Topology
 
-ROW_ALGOS = ["dgd", "gradient_tracking"]
-#: Floats per row of each algorithm's one graph product per round (DGD: x; gradient tracking: x and y).
-ROW_WIDTH = {"dgd": 1, "gradient_tracking": 2}
+ROW_ALGOS = ["dgd", "gradient_tracking", "msda", "adom_plus"]
+#: Floats per row (in units of d) of each algorithm's graph products (gradient tracking: x and y;
+#: ADOM+: u and y_g + z_g).
+ROW_WIDTH = {"dgd": 1, "gradient_tracking": 2, "msda": 1, "adom_plus": 2}
+
+
+def products_per_round(name: str, topology=TOP, **params) -> int:
+    """Graph products a round makes on the first graph (built here from the algorithm's own prepare)."""
+    from fedopt.core.meter import Channel, Meter
+    from fedopt.core.rng import RngStreams
+
+    algo = make_algorithm(name, **params)
+    graph = topology.topologies[0] if hasattr(topology, "topologies") else topology
+    meter = Meter(n=PROB.n)
+    ctx = Context(PROB, graph, RngStreams(0, PROB.n), meter, Channel(meter))
+    ctx.prepared = algo.prepare(PROB, [graph])[0]
+    return algo.products(ctx)
 
 
 def cross_rows(edges: np.ndarray, shards: Sequence[np.ndarray], n: int) -> int:
@@ -50,7 +64,7 @@ def test_rounds_run_in_the_shards_with_the_local_trace(name: str, shards: int) -
     got = sim.run()
     assert_same_run(ref, got)
     assert got.message == ""
-    assert sim.products == 6  # one product per round, answered in the shards
+    assert sim.products == 6 * products_per_round(name)  # answered in the shards
     np.testing.assert_allclose(got.meter.per_node()["local_steps"], ref.meter.per_node()["local_steps"])
     assert got.meter.communications == ref.meter.communications
 
@@ -69,6 +83,7 @@ def test_only_boundary_rows_travel(name: str, shards: int) -> None:
     sim.run()
     per_product = cross_rows(TOP.edges, sim.shards, TOP.n)
     assert 0 < per_product < (shards - 1) * TOP.n
+    assert sim.products == 6 * products_per_round(name)
     assert sim.halo_rows == sim.products * per_product
     assert sim.halo_bytes == sim.halo_rows * ROW_WIDTH[name] * PROB.d * 8
 
@@ -109,7 +124,8 @@ def test_time_varying_sequence_changes_the_halo(name: str) -> None:
     # the sequence cycles: rounds 0, 2, 4 on the rgg graph, rounds 1, 3, 5 on the complete graph
     on_rgg, on_complete = cross_rows(TOP.edges, sim.shards, TOP.n), cross_rows(complete.edges, sim.shards, TOP.n)
     assert on_complete > on_rgg
-    assert sim.halo_rows == 3 * on_rgg + 3 * on_complete
+    k_rgg, k_complete = products_per_round(name, TOP), products_per_round(name, complete)
+    assert sim.halo_rows == 3 * on_rgg * k_rgg + 3 * on_complete * k_complete
 
 
 def test_recovery_after_a_lost_shard_in_synchronous_rounds() -> None:
@@ -128,13 +144,39 @@ def test_recovery_after_a_lost_shard_in_synchronous_rounds() -> None:
     np.testing.assert_allclose(got.meter.per_node()["grad_evals"], ref.meter.per_node()["grad_evals"])
 
 
-@pytest.mark.parametrize("name", ["msda", "adom_plus"])
-def test_rounds_without_round_rows_run_on_the_driver_and_say_so(name: str) -> None:
-    ref = make_engine("local").run(_spec(name))
-    got = make_engine("sharded", num_shards=2).run(_spec(name))
+def test_adom_plus_multi_consensus_makes_k_products_per_round_in_the_shards() -> None:
+    params = {"multi_consensus": True}
+    K = products_per_round("adom_plus", **params)
+    assert K > 1
+    ref = make_engine("local").run(_spec("adom_plus", **params))
+    sim = ShardedSimulation(_spec("adom_plus", **params), InProcessTransport(3))
+    assert_same_run(ref, sim.run())
+    assert sim.products == 6 * K
+    assert sim.halo_rows == sim.products * cross_rows(TOP.edges, sim.shards, TOP.n)
+
+
+class _DriverRounds(RoundAlgorithm):
+    """Synchronous rounds without round_rows: ``x ← x − 0.1 ∇f(x)`` on every node."""
+
+    name = "driver_rounds"
+    layout = {"x": Layout.NODE}
+
+    def init(self, ctx: Context):
+        return {"x": np.zeros((ctx.n, ctx.d))}
+
+    def round(self, state, ctx: Context, r: int):
+        return {"x": state["x"] - 0.1 * ctx.oracle.grad_all(state["x"])}
+
+
+def test_rounds_without_round_rows_run_on_the_driver_and_say_so() -> None:
+    spec = _spec("dgd")
+    spec.algorithm = _DriverRounds()
+    ref = make_engine("local").run(spec)
+    assert ref.message == ""
+    got = make_engine("sharded", num_shards=2).run(spec)
     assert_same_rows(ref.rows, got.rows)
-    assert got.message == (f"sharded engine: the synchronous rounds of {name!r} ran on the driver, not in shards "
-                           "(it has no round_rows)")
+    assert got.message == ("sharded engine: the synchronous rounds of 'driver_rounds' ran on the driver, "
+                           "not in shards (it has no round_rows)")
 
 
 def test_halo_plan_products_equal_the_full_product() -> None:

@@ -10,7 +10,9 @@ owns the loop, the clock, placement and (through :class:`Context`) counting.
 Three kinds:
 
 * :class:`RoundAlgorithm` — synchronous rounds (DGD, gradient tracking, ADOM+);
-  one round advances simulated time by one unit.
+  one round advances simulated time by one unit. A :class:`RowRoundAlgorithm` writes
+  its round as work on a block of rows plus graph products (:class:`Mix`), so a
+  distributed engine can run it in shards.
 * :class:`FederatedAlgorithm` — a round split Flower-style into
   ``configure`` (server: pick clients, build the broadcast), ``client_update``
   (vectorized over a block of clients; an engine may run blocks on different

@@ -40,7 +40,7 @@ Counting: n gradients per round; each gossip round sends the two vectors
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,7 +48,17 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Layout, Params, Prepared, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import (
+    Context,
+    Layout,
+    Mix,
+    Params,
+    Prepared,
+    RowBlock,
+    RowRound,
+    RowRoundAlgorithm,
+    register_algorithm,
+)
 from fedopt.core.arrays import FloatArray, State
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -91,11 +101,12 @@ class ADOMPlusPrepared(Prepared):
 
 
 @register_algorithm("adom_plus")
-class ADOMPlus(RoundAlgorithm):
+class ADOMPlus(RowRoundAlgorithm):
     Params = ADOMPlusParams
     params: ADOMPlusParams
     needs_strong_convexity = True
     layout = {k: Layout.NODE for k in ("x", "y", "z", "m", "x_f", "y_f", "z_f")}
+    prepared_type = ADOMPlusPrepared
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[ADOMPlusPrepared]:
         """χ is the worst ``λ_max/λ₂⁺`` over the graphs (one graph: its own); ``K`` gossip
@@ -136,23 +147,28 @@ class ADOMPlus(RoundAlgorithm):
         z = np.zeros((n, d))  # z(0) must lie in the orthogonal complement of consensus
         return {"x": x, "y": y, "z": z, "m": m, "x_f": x.copy(), "y_f": y.copy(), "z_f": z.copy()}
 
-    def _apply_W(self, ctx: Context, V: FloatArray) -> FloatArray:
-        """``W V`` for the (multi-)consensus gossip matrix, counting the communications."""
+    def products(self, ctx: Context) -> int:
+        return ctx.prepared_as(ADOMPlusPrepared).rounds
+
+    def _apply_W(self, ctx: Context, V: FloatArray) -> Generator[Mix, FloatArray, FloatArray]:
+        """``W V`` for the (multi-)consensus gossip matrix on a block's rows: one product with
+        ``W_l`` per gossip round."""
         p = ctx.prepared_as(ADOMPlusPrepared)
-        Wl = p.W_l
         out = V
         for _ in range(p.rounds):
-            out = out - Wl @ out
+            Wout = yield Mix("W_l", out)
+            out = out - Wout
         return V - out
 
-    def round(self, state: State, ctx: Context, r: int) -> State:
+    def round_rows(self, state: State, ctx: Context, block: RowBlock, r: int) -> RowRound:
         c = ctx.prepared_as(ADOMPlusPrepared).const
-        x, y, z, m = state["x"], state["y"], state["z"], state["m"]
-        x_g = c["tau1"] * x + (1.0 - c["tau1"]) * state["x_f"]
-        g = ctx.oracle.grad_all(x_g)
-        ctx.oracle.local_step_all()
-        y_g = c["sigma1"] * y + (1.0 - c["sigma1"]) * state["y_f"]
-        z_g = c["sigma1"] * z + (1.0 - c["sigma1"]) * state["z_f"]
+        x, y, z, m = (block.take(state[k]) for k in ("x", "y", "z", "m"))
+        x_f, y_f, z_f = (block.take(state[k]) for k in ("x_f", "y_f", "z_f"))
+        x_g = c["tau1"] * x + (1.0 - c["tau1"]) * x_f
+        g = ctx.oracle.grad(x_g, block.nodes)
+        ctx.oracle.local_step(block.nodes)
+        y_g = c["sigma1"] * y + (1.0 - c["sigma1"]) * y_f
+        z_g = c["sigma1"] * z + (1.0 - c["sigma1"]) * z_f
         eta, alpha, nu, theta, beta = c["eta"], c["alpha"], c["nu"], c["theta"], c["beta"]
         # the implicit pair (x⁺, y⁺) in closed form
         c1 = (1 + eta * alpha) / ((1 + theta * beta) * (1 + eta * alpha) + theta * eta)
@@ -164,10 +180,10 @@ class ADOMPlus(RoundAlgorithm):
         u = (c["gamma"] / nu) * (y_g + z_g) + m
         yz = y_g + z_g
         # one gossip round carries u and y_g + z_g (2d floats per edge), K rounds with multi-consensus
-        both = self._apply_W(ctx, np.concatenate((u, yz), axis=1))
-        top = ctx.topology
+        edges = ctx.topology.edges[block.edges]
         for _ in range(ctx.prepared_as(ADOMPlusPrepared).rounds):
-            ctx.channel.exchange(top.edges[:, 0], top.edges[:, 1], np.arange(top.m), 2 * ctx.d)
+            ctx.channel.exchange(edges[:, 0], edges[:, 1], block.edges, 2 * ctx.d)
+        both = yield from self._apply_W(ctx, np.concatenate((u, yz), axis=1))
         d = ctx.d
         Wu, Wyz = both[:, :d], both[:, d:]
         z_new = z + c["gamma"] * c["delta"] * (z_g - z) - Wu

@@ -28,14 +28,24 @@ Alg. 2, line 3: n gradient evaluations per round, through the counting oracle's
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, Layout, Params, Prepared, RoundAlgorithm, register_algorithm
+from fedopt.algorithms.base import (
+    Context,
+    Layout,
+    Mix,
+    Params,
+    Prepared,
+    RowBlock,
+    RowRound,
+    RowRoundAlgorithm,
+    register_algorithm,
+)
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum, sparse_laplacian
 from fedopt.core.arrays import FloatArray, State
 from fedopt.problems.base import Problem, quadratic_form
@@ -59,11 +69,12 @@ class MSDAPrepared(Prepared):
 
 
 @register_algorithm("msda")
-class MSDA(RoundAlgorithm):
+class MSDA(RowRoundAlgorithm):
     Params = MSDAParams
     params: MSDAParams
     needs_strong_convexity = True
     layout = {"x": Layout.NODE, "y": Layout.NODE}
+    prepared_type = MSDAPrepared
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MSDAPrepared]:
         if problem.mu is None or not problem.mu > 0:
@@ -91,31 +102,40 @@ class MSDA(RoundAlgorithm):
         z = np.zeros((ctx.n, ctx.d))
         return {"x": z, "y": z.copy()}
 
-    def accelerated_gossip(self, ctx: Context, X: FloatArray) -> FloatArray:
-        """``X − T_K(c₂(I − c₃W))X / T_K(c₂)`` (Chebyshev), counting ``K`` gossip steps."""
+    def products(self, ctx: Context) -> int:
         s = ctx.prepared_as(MSDAPrepared)
-        W, c2, c3, K = s.W, s.c2, s.c3, s.K
-        top = ctx.topology
-        edges, eids = top.edges, np.arange(top.m)
+        return 1 if math.isinf(s.c2) else s.K
+
+    def accelerated_gossip(self, ctx: Context, block: RowBlock,
+                           X: FloatArray) -> Generator[Mix, FloatArray, FloatArray]:
+        """``X − T_K(c₂(I − c₃W))X / T_K(c₂)`` (Chebyshev) on the rows of ``block``: ``K``
+        products with ``W``, each one gossip step counted on the block's edges."""
+        s = ctx.prepared_as(MSDAPrepared)
+        c2, c3, K = s.c2, s.c3, s.K
+        edges, eids = ctx.topology.edges[block.edges], block.edges
         if math.isinf(c2):  # γ = 1 (complete graph): K = 1 and X − (I − c₃W)X = c₃WX
             ctx.channel.exchange(edges[:, 0], edges[:, 1], eids, ctx.d)
-            return c3 * (W @ X)  # type: ignore[no-any-return]
+            WX = yield Mix("W", X)
+            return c3 * WX
         a_prev, a = 1.0, c2
         x_prev = X
         ctx.channel.exchange(edges[:, 0], edges[:, 1], eids, ctx.d)
-        x = c2 * (X - c3 * (W @ X))
+        WX = yield Mix("W", X)
+        x = c2 * (X - c3 * WX)
         for _ in range(1, K):
             ctx.channel.exchange(edges[:, 0], edges[:, 1], eids, ctx.d)
             a_prev, a = a, 2 * c2 * a - a_prev
-            x_prev, x = x, 2 * c2 * (x - c3 * (W @ x)) - x_prev
-        return X - x / a  # type: ignore[no-any-return]
+            Wx = yield Mix("W", x)
+            x_prev, x = x, 2 * c2 * (x - c3 * Wx) - x_prev
+        return X - x / a
 
-    def round(self, state: State, ctx: Context, r: int) -> State:
+    def round_rows(self, state: State, ctx: Context, block: RowBlock, r: int) -> RowRound:
         s = ctx.prepared_as(MSDAPrepared)
-        x, y = state["x"], state["y"]
-        theta = ctx.oracle.conjugate_grad(x, np.arange(ctx.n))
-        ctx.oracle.local_step_all()
-        y_new = x - s.eta * self.accelerated_gossip(ctx, theta)
+        x, y = block.take(state["x"]), block.take(state["y"])
+        theta = ctx.oracle.conjugate_grad(x, block.nodes)
+        ctx.oracle.local_step(block.nodes)
+        gossip = yield from self.accelerated_gossip(ctx, block, theta)
+        y_new = x - s.eta * gossip
         mom = s.mom
         return {"x": (1 + mom) * y_new - mom * y, "y": y_new}
 

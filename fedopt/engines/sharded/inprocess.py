@@ -85,8 +85,8 @@ class ShardedEngine(Engine):
     Parameters
     ----------
     num_shards : int
-        Shards of nodes (or clients); a run uses at most one per node. Synchronous
-        round-based algorithms (DGD, gradient tracking, ...) run as on the local engine.
+        Shards of nodes (or clients); a run uses at most one per node. A synchronous
+        round algorithm without ``round_rows`` runs on the driver (its message says so).
     """
 
     name = "sharded"

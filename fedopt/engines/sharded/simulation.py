@@ -16,7 +16,7 @@ How a run is spread (the driver is the process that runs the simulation):
   ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order and
   runs ``aggregate`` on the server keys. The per-client keys (e.g. control
   variates) stay in the shards.
-* **Synchronous rounds written in rows** (DGD, gradient tracking:
+* **Synchronous rounds written in rows** (DGD, gradient tracking, MSDA, ADOM+:
   :class:`~fedopt.algorithms.base.RowRoundAlgorithm`) — every shard runs the round on
   its own rows (gradients, counting) and answers each graph product with a halo
   exchange (:mod:`fedopt.engines.sharded.halo`): it sends only its boundary rows to
