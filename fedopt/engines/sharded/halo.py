@@ -37,6 +37,9 @@ class HaloPlan:
 
     def product(self, own_rows: FloatArray, received: dict[int, FloatArray]) -> FloatArray:
         """``op[own] @ operand`` from the own rows and the rows each shard sent here."""
+        if own_rows.shape[0] != self.block.shape[0]:
+            raise ValueError(f"halo exchange: a product of {own_rows.shape[0]} rows on a shard of "
+                             f"{self.block.shape[0]} nodes (Mix rows are the block's rows)")
         parts = [own_rows]
         for j, count in self.recv.items():
             rows = received[j]
