@@ -145,6 +145,94 @@ class Problem(ABC):
     def describe(self) -> dict[str, Any]:
         return {"problem": type(self).__name__, "n": self.n, "d": self.d, "L": self.L, "mu": self.mu}
 
+    def shard_view(self, nodes: IntArray) -> "Problem":
+        """This problem as a shard holding ``nodes`` reads it: a problem with the same
+        oracles (global node ids, the same numbers bit for bit) that serves those
+        nodes' data without copying them on every call. Built once when a shard is
+        set up. The default is the problem itself (no per-node data to keep close);
+        problems with per-node data return a :class:`ShardView`."""
+        return self
+
+
+class ShardView(Problem):
+    """A problem seen from a shard that owns ``nodes``: their per-node data are stored
+    once, contiguously, in the order of ``nodes`` (subclasses copy them in
+    :meth:`_local`), and ``local[v]`` is node ``v``'s row there (``-1`` for the other
+    nodes). Oracles take global node ids as the full problem's do; a call whose nodes
+    are a run of consecutive local rows (a whole-shard block) reads a slice of the
+    local arrays, any other call reads the full problem's data, and both run the full
+    problem's arithmetic on the same values. Everything not per node (``L``, ``mu``,
+    ``x_star``, ``f_star``, global values, conjugate gradients, per-sample gradients)
+    is the full problem's, cached there.
+    """
+
+    def __init__(self, full: Problem, nodes: IntArray) -> None:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if nodes.ndim != 1 or len(nodes) == 0 or len(np.unique(nodes)) != len(nodes) \
+                or nodes.min() < 0 or nodes.max() >= full.n:
+            raise ValueError(f"{type(full).__name__}.shard_view: nodes must be distinct ids in 0..{full.n - 1}")
+        self.full = full
+        self.n, self.d = full.n, full.d
+        self.nodes = nodes
+        self.local = np.full(full.n, -1, dtype=np.int64)
+        self.local[nodes] = np.arange(len(nodes))
+        self.local.setflags(write=False)
+
+    def own_run(self, nodes: IntArray) -> slice | None:
+        """The slice of local rows holding ``nodes`` when they are the shard's own nodes in
+        consecutive local rows (in order), else ``None``."""
+        k = len(nodes)
+        if not k:
+            return None
+        loc = self.local[nodes]
+        first = int(loc[0])
+        if first < 0 or int(loc[-1]) - first != k - 1 or (k > 1 and not bool((np.diff(loc) == 1).all())):
+            return None
+        return slice(first, first + k)
+
+    @property  # type: ignore[override]
+    def L(self) -> float:
+        return self.full.L
+
+    @property  # type: ignore[override]
+    def mu(self) -> float | None:
+        return self.full.mu
+
+    @property
+    def x_star(self) -> FloatArray | None:  # type: ignore[override]
+        return self.full.x_star
+
+    @property
+    def f_star(self) -> float | None:  # type: ignore[override]
+        return self.full.f_star
+
+    def n_samples(self) -> IntArray:
+        return self.full.n_samples()
+
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
+        return self.full.sample_grads(X, nodes, idx)
+
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
+        return self.full.stochastic_grad(X, nodes, rng, batch)
+
+    def conjugate_grad(self, U: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full.conjugate_grad(U, nodes)
+
+    def global_value(self, x: FloatArray) -> float:
+        return self.full.global_value(x)
+
+    def global_grad(self, x: FloatArray) -> FloatArray:
+        return self.full.global_grad(x)
+
+    def solve(self) -> FloatArray | None:
+        return self.full.solve()
+
+    def describe(self) -> dict[str, Any]:
+        return self.full.describe()
+
+    def shard_view(self, nodes: IntArray) -> Problem:
+        return self.full.shard_view(nodes)
+
 
 #: Relative tolerance of the check that the local objectives are quadratic.
 AFFINE_RTOL = 1e-8

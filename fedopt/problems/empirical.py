@@ -27,14 +27,14 @@ Registered problems (factories ``name(n, data, partition="iid", ...)``, see
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 from scipy.special import expit
 
 from fedopt.core.arrays import FloatArray, IntArray
-from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
+from fedopt.problems.base import Problem, ProblemParamError, ShardView, param_error, register_problem
 from fedopt.problems.data import load_dataset
 from fedopt.problems.partition import Partition, make_partition
 
@@ -43,6 +43,8 @@ SOLVE_TOL = 1e-12
 SOLVE_GUARANTEE = 1e-10
 
 _E = TypeVar("_E", bound="EmpiricalProblem")
+#: A node list → its data rows ``(A [k, m, d], y [k, m], w [k, m])``.
+RowsOf = Callable[[IntArray], tuple[FloatArray, FloatArray, FloatArray]]
 
 
 class EmpiricalProblem(Problem):
@@ -172,7 +174,10 @@ class EmpiricalProblem(Problem):
     # ---- oracles ---------------------------------------------------------------------
     def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
-        A, y, w = self._rows(nodes)
+        return self._value_rows(X, *self._rows(nodes))
+
+    def _value_rows(self, X: FloatArray, A: FloatArray, y: FloatArray, w: FloatArray) -> FloatArray:
+        """Values of the rows' objectives given their data ``A [k, m, d]``, ``y``, ``w [k, m]``."""
         z = np.matmul(A, X[:, :, None])[:, :, 0]
         return np.einsum("km,km->k", w, self._loss(z, y)) + self._reg_value(X)
 
@@ -202,7 +207,10 @@ class EmpiricalProblem(Problem):
         before the next is read, so each node's data come from memory once rather than
         twice per step. Uncounted, like every oracle here: the caller counts ``steps``
         gradient evaluations per row."""
-        nodes = np.asarray(nodes, dtype=np.int64)
+        return self._gd_steps(X, np.asarray(nodes, dtype=np.int64), lr, steps, self._rows)
+
+    def _gd_steps(self, X: FloatArray, nodes: IntArray, lr: float, steps: int, rows: RowsOf) -> FloatArray:
+        """:meth:`gd_steps` reading each block's data with ``rows`` (a node list → its data)."""
         k = len(nodes)
         if X.shape != (k, self.d):
             raise ValueError(f"gd_steps: X must be [{k}, {self.d}], got {X.shape}")
@@ -210,7 +218,7 @@ class EmpiricalProblem(Problem):
         block = max(1, min(k, self.GD_BLOCK_BYTES // per_node))
         for s in range(0, k, block):
             Xb = X[s : s + block]
-            A, y, w = self._rows(nodes[s : s + block])  # one gather per block, a view for a run of nodes
+            A, y, w = rows(nodes[s : s + block])  # one gather per block, a view for a run of nodes
             for _ in range(steps):
                 g = self._grad_rows(Xb, A, y, w)
                 g *= lr
@@ -220,7 +228,9 @@ class EmpiricalProblem(Problem):
     def hessian(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         """``∇²f_{nodes[k]}(X[k])``, shape ``[k, d, d]`` (for tests and solvers)."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        A, y, w = self._rows(nodes)
+        return self._hessian_rows(X, *self._rows(nodes))
+
+    def _hessian_rows(self, X: FloatArray, A: FloatArray, y: FloatArray, w: FloatArray) -> FloatArray:
         z = np.matmul(A, X[:, :, None])[:, :, 0]
         coef = w * self._d2loss(z, y)
         H = np.matmul(A.transpose(0, 2, 1) * coef[:, None, :], A)
@@ -293,6 +303,48 @@ class EmpiricalProblem(Problem):
         out = super().describe()
         out.update(reg=self.reg, samples=int(self.m.sum()), m_min=int(self.m.min()), m_max=int(self.m.max()))
         return out
+
+    def shard_view(self, nodes: IntArray) -> EmpiricalShardView:
+        """A shard's view holding ``nodes``' data rows contiguously (see :class:`EmpiricalShardView`)."""
+        return EmpiricalShardView(self, nodes)
+
+
+class EmpiricalShardView(ShardView):
+    """An :class:`EmpiricalProblem` seen from a shard that owns ``nodes``: their rows of
+    ``Xd``, ``y``, ``w`` are copied once, in the order of ``nodes``; a call on a run of
+    them (a whole-shard block) slices these copies, any other call (peer rows, nodes
+    out of order) gathers from the full problem. Either way the full problem's
+    kernels run on the same values, so every result equals the full problem's bit for bit.
+    """
+
+    full: EmpiricalProblem
+
+    def __init__(self, full: EmpiricalProblem, nodes: IntArray) -> None:
+        super().__init__(full, nodes)
+        self.Xd = np.ascontiguousarray(full.Xd[self.nodes])
+        self.y = np.ascontiguousarray(full.y[self.nodes])
+        self.w = np.ascontiguousarray(full.w[self.nodes])
+        for a in (self.Xd, self.y, self.w):
+            a.setflags(write=False)
+
+    def _rows(self, nodes: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        s = self.own_run(nodes)
+        if s is None:
+            return self.full._rows(nodes)
+        return self.Xd[s], self.y[s], self.w[s]
+
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full._value_rows(X, *self._rows(np.asarray(nodes, dtype=np.int64)))
+
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full._grad_rows(X, *self._rows(np.asarray(nodes, dtype=np.int64)))
+
+    def gd_steps(self, X: FloatArray, nodes: IntArray, lr: float, steps: int) -> FloatArray:
+        """:meth:`EmpiricalProblem.gd_steps`, each block read from the shard's rows where it can be."""
+        return self.full._gd_steps(X, np.asarray(nodes, dtype=np.int64), lr, steps, self._rows)
+
+    def hessian(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full._hessian_rows(X, *self._rows(np.asarray(nodes, dtype=np.int64)))
 
 
 class LeastSquares(EmpiricalProblem):

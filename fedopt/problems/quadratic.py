@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
-from fedopt.problems.base import Problem, ProblemParamError, register_problem
+from fedopt.problems.base import Problem, ProblemParamError, ShardView, register_problem
 
 
 class Quadratic(Problem):
@@ -33,17 +33,65 @@ class Quadratic(Problem):
         self.mu = lo if lo > 0 else None
 
     def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
-        return np.einsum("kij,kj->ki", self.A[nodes], X) - self.b[nodes]
+        return self._grad_rows(X, self.A[nodes], self.b[nodes])
 
     def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
-        AX = np.einsum("kij,kj->ki", self.A[nodes], X)
-        return 0.5 * np.einsum("ki,ki->k", X, AX) - np.einsum("ki,ki->k", self.b[nodes], X) + self.c[nodes]
+        return self._value_rows(X, self.A[nodes], self.b[nodes], self.c[nodes])
+
+    @staticmethod
+    def _grad_rows(X: FloatArray, A: FloatArray, b: FloatArray) -> FloatArray:
+        """Gradients of the rows' quadratics given their ``A [k, d, d]`` and ``b [k, d]``."""
+        return np.einsum("kij,kj->ki", A, X) - b
+
+    @staticmethod
+    def _value_rows(X: FloatArray, A: FloatArray, b: FloatArray, c: FloatArray) -> FloatArray:
+        """Values of the rows' quadratics given their ``A``, ``b`` and ``c [k]``."""
+        AX = np.einsum("kij,kj->ki", A, X)
+        return 0.5 * np.einsum("ki,ki->k", X, AX) - np.einsum("ki,ki->k", b, X) + c
+
+    def shard_view(self, nodes: IntArray) -> QuadraticShardView:
+        """A shard's view holding ``nodes``' ``A_i``, ``b_i``, ``c_i`` contiguously."""
+        return QuadraticShardView(self, nodes)
 
     def hessian_sum(self) -> FloatArray:
         return self.A.sum(axis=0)
 
     def solve(self) -> FloatArray:
         return np.linalg.solve(self.A.sum(axis=0), self.b.sum(axis=0))
+
+
+class QuadraticShardView(ShardView):
+    """A :class:`Quadratic` seen from a shard that owns ``nodes``: their ``A_i``, ``b_i``,
+    ``c_i`` are copied once, in the order of ``nodes``; a call on a run of them slices
+    these copies, any other call reads the full problem's arrays. The same einsums run
+    on the same values, so results equal the full problem's bit for bit."""
+
+    full: Quadratic
+
+    def __init__(self, full: Quadratic, nodes: IntArray) -> None:
+        super().__init__(full, nodes)
+        self.A = np.ascontiguousarray(full.A[self.nodes])
+        self.b = np.ascontiguousarray(full.b[self.nodes])
+        self.c = np.ascontiguousarray(full.c[self.nodes])
+        for a in (self.A, self.b, self.c):
+            a.setflags(write=False)
+
+    def _data(self, nodes: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        s = self.own_run(np.asarray(nodes, dtype=np.int64))
+        if s is None:
+            f = self.full
+            return f.A[nodes], f.b[nodes], f.c[nodes]
+        return self.A[s], self.b[s], self.c[s]
+
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        A, b, _ = self._data(nodes)
+        return self.full._grad_rows(X, A, b)
+
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full._value_rows(X, *self._data(nodes))
+
+    def hessian_sum(self) -> FloatArray:
+        return self.full.hessian_sum()
 
 
 @register_problem("quadratic")

@@ -132,7 +132,9 @@ class ShardWorker:
         self.meter = Meter(n=spec.problem.n)
         sequence = spec.topology if hasattr(spec.topology, "at") else None
         run_rng = RngStreams(spec.seed, spec.problem.n)
-        self.ctx = Context(spec.problem, top, run_rng, self.meter,
+        # the problem as this shard reads it: its nodes' data kept contiguous, so a whole-shard
+        # block of rows reads them without a copy (same numbers as the full problem)
+        self.ctx = Context(spec.problem.shard_view(self.nodes), top, run_rng, self.meter,
                            Channel(self.meter, top.latency, top.bandwidth), sequence)
         self.prepared = PreparedRun(run_graphs(spec.topology), tuple(prepared))
         self.ctx.prepared = self.prepared.for_graph(top)
