@@ -132,9 +132,12 @@ def test_a_run_of_own_nodes_reads_the_shard_copy_without_a_copy(problem: Problem
 
 def test_shard_view_rejects_bad_node_lists() -> None:
     full = _problems()[0]
-    for bad in (np.array([1, 1]), np.array([N]), np.array([-1]), np.array([], dtype=np.int64)):
+    for bad in (np.array([1, 1]), np.array([N]), np.array([-1]), np.zeros((2, 2), dtype=np.int64)):
         with pytest.raises(ValueError, match="shard_view: nodes must be distinct ids in 0..11"):
             full.shard_view(bad)
+    empty = full.shard_view(np.array([], dtype=np.int64))  # a shard without nodes reads the full problem
+    X = np.ones((2, D))
+    assert np.array_equal(empty.grad(X, OWN[:2]), full.grad(X, OWN[:2]))
 
 
 def test_a_problem_without_per_node_data_is_its_own_view() -> None:

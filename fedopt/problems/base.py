@@ -168,8 +168,8 @@ class ShardView(Problem):
 
     def __init__(self, full: Problem, nodes: IntArray) -> None:
         nodes = np.asarray(nodes, dtype=np.int64)
-        if nodes.ndim != 1 or len(nodes) == 0 or len(np.unique(nodes)) != len(nodes) \
-                or nodes.min() < 0 or nodes.max() >= full.n:
+        if nodes.ndim != 1 or len(np.unique(nodes)) != len(nodes) \
+                or (len(nodes) and (nodes.min() < 0 or nodes.max() >= full.n)):
             raise ValueError(f"{type(full).__name__}.shard_view: nodes must be distinct ids in 0..{full.n - 1}")
         self.full = full
         self.n, self.d = full.n, full.d
