@@ -3,33 +3,28 @@ from a lost actor with the trace of an undisturbed run."""
 
 from __future__ import annotations
 
-import math
-
 import networkx as nx
 import numpy as np
 import pytest
-
 import ray  # a dependency: a missing ray is a failure, not a skip
+from equivalence import assert_same_rows, equivalence_spec
 
-from fedopt.algorithms import available_algorithms, make_algorithm  # noqa: E402
-from fedopt.algorithms.base import EventAlgorithm  # noqa: E402
-from fedopt.core.meter import Channel, Meter  # noqa: E402
-from fedopt.engines.base import RunSpec, StopCriteria, make_engine  # noqa: E402
-from fedopt.engines.sharded.meters import merge_meters  # noqa: E402
-from fedopt.engines.sharded.partition import contiguous_shards, cut_edges, graph_shards, owner_of  # noqa: E402
-from fedopt.engines.sharded.plan import plan_block  # noqa: E402
-from fedopt.problems.empirical import least_squares  # noqa: E402
-from fedopt.problems.quadratic import random_quadratic  # noqa: E402
-from fedopt.topology.graph import Topology  # noqa: E402
-from fedopt.topology.time_varying import TimeVaryingTopology  # noqa: E402
+from fedopt.algorithms import available_algorithms, make_algorithm
+from fedopt.core.meter import Channel, Meter
+from fedopt.engines.base import RunSpec, StopCriteria, make_engine
+from fedopt.engines.sharded.meters import merge_meters
+from fedopt.engines.sharded.partition import contiguous_shards, cut_edges, graph_shards, owner_of
+from fedopt.engines.sharded.plan import plan_block
+from fedopt.problems.empirical import least_squares
+from fedopt.problems.quadratic import random_quadratic
+from fedopt.topology.graph import Topology
+from fedopt.topology.time_varying import TimeVaryingTopology
 
 N, D = 14, 4
 TOP = Topology.from_networkx("rgg", nx.random_geometric_graph(N, 0.5, seed=3))
 PROB = random_quadratic(N, D, mu=1.0, L=5.0, seed=1)
 #: A problem with data (20 samples per node) for minibatch draws.
 LS_PROB = least_squares(N, {"source": "synthetic", "task": "regression", "n_samples": 20 * N, "d": D}, reg=0.1, seed=1)
-#: Columns that legitimately differ between engines.
-SKIP_COLUMNS = {"wall_s"}
 
 
 class _Engines:
@@ -61,28 +56,7 @@ def engines():
 
 
 def _spec(name: str, seed: int = 3, problem=PROB, **params) -> RunSpec:
-    algo = make_algorithm(name, **params)
-    if isinstance(algo, EventAlgorithm):
-        stop, every = StopCriteria(time=4.0), 1.0
-    else:
-        stop, every = StopCriteria(rounds=6), 2.0
-    return RunSpec(f"{name}-{seed}", problem, TOP, algo, seed, stop, record_every=every)
-
-
-def assert_same_rows(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b) > 1
-    for ra, rb in zip(a, b):
-        assert set(ra) == set(rb)
-        for k, va in ra.items():
-            if k in SKIP_COLUMNS:
-                continue
-            vb = rb[k]
-            if va is None or vb is None:
-                assert va is vb, k
-            elif isinstance(va, float) and math.isnan(va):
-                assert math.isnan(vb), k
-            else:
-                assert vb == pytest.approx(va, rel=1e-9, abs=1e-12), (k, va, vb)
+    return equivalence_spec(name, seed, problem, TOP, **params)
 
 
 @pytest.mark.parametrize("name", available_algorithms())

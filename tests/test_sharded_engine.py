@@ -4,14 +4,14 @@ single run loop's recovery from a lost shard, without Ray."""
 
 from __future__ import annotations
 
-import math
 
 import networkx as nx
 import numpy as np
 import pytest
 
+from equivalence import assert_same_rows, equivalence_spec
+
 from fedopt.algorithms import available_algorithms, make_algorithm
-from fedopt.algorithms.base import EventAlgorithm
 from fedopt.engines.base import RunSpec, ShardLost, StopCriteria, available_engines, make_engine
 from fedopt.engines.sharded.inprocess import InProcessTransport
 from fedopt.engines.sharded.simulation import ShardedSimulation
@@ -35,28 +35,7 @@ MINIBATCH = {
 
 
 def _spec(name: str, seed: int = 3, problem=PROB, topology=TOP, **params) -> RunSpec:
-    algo = make_algorithm(name, **params)
-    if isinstance(algo, EventAlgorithm):
-        stop, every = StopCriteria(time=4.0), 1.0
-    else:
-        stop, every = StopCriteria(rounds=6), 2.0
-    return RunSpec(f"{name}-{seed}", problem, topology, algo, seed, stop, record_every=every)
-
-
-def assert_same_rows(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b) > 1
-    for ra, rb in zip(a, b):
-        assert set(ra) == set(rb)
-        for k, va in ra.items():
-            if k == "wall_s":
-                continue
-            vb = rb[k]
-            if va is None or vb is None:
-                assert va is vb, k
-            elif isinstance(va, float) and math.isnan(va):
-                assert math.isnan(vb), k
-            else:
-                assert vb == pytest.approx(va, rel=1e-9, abs=1e-12), (k, va, vb)
+    return equivalence_spec(name, seed, problem, topology, **params)
 
 
 def assert_same_run(ref, got) -> None:
