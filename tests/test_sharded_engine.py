@@ -4,11 +4,9 @@ single run loop's recovery from a lost shard, without Ray."""
 
 from __future__ import annotations
 
-
 import networkx as nx
 import numpy as np
 import pytest
-
 from equivalence import assert_same_rows, equivalence_spec
 
 from fedopt.algorithms import available_algorithms, make_algorithm
