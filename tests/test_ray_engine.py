@@ -106,22 +106,7 @@ def test_recovery_on_a_time_varying_sequence_restores_per_edge_counts(engines) -
     recovery: a run that loses an actor ends with the undisturbed run's counts."""
     eng = engines[3]
     ref = eng.run(_tv_spec("gossip_sgd", seed=5))
-    killed = []
-
-    def hook(stage: str, k: int) -> None:
-        if k == 3 and not killed:
-            victim = eng.actors[1]
-            killed.append(victim)
-            ray.kill(victim)
-
-    eng.fault_hook = hook
-    try:
-        got = eng.run(_tv_spec("gossip_sgd", seed=5))
-    finally:
-        eng.fault_hook = None
-    assert killed and got.status == "ok", got.message
-    assert "recovered from 1 lost actor" in got.message
-    assert_same_rows(ref.rows, got.rows)
+    got = _kill_and_compare(eng, ref, lambda: _tv_spec("gossip_sgd", seed=5))
     assert got.meter.per_edge() == ref.meter.per_edge()
 
 
@@ -292,7 +277,8 @@ def test_synchronous_rounds_run_in_two_actors_with_a_halo_exchange(engines, name
     assert sim.products == 6 and sim.halo_rows == 6 * per_round
 
 
-def _kill_and_compare(eng, ref, spec) -> None:
+def _kill_and_compare(eng, ref, spec):
+    """Run ``spec()`` killing actor 1 at the third dispatch: the run recovers and equals ``ref``."""
     killed = []
 
     def hook(stage: str, k: int) -> None:
@@ -309,6 +295,7 @@ def _kill_and_compare(eng, ref, spec) -> None:
     assert killed and got.status == "ok", got.message
     assert "recovered from 1 lost actor" in got.message
     assert_same_rows(ref.rows, got.rows)
+    return got
 
 
 def test_unrecoverable_run_is_an_error(engines) -> None:
