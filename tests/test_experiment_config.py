@@ -188,7 +188,10 @@ SMALL_PROBLEMS: dict[str, dict[str, Any]] = {
     "logistic": {"n": 4, "data": {"source": "synthetic", "n_samples": 40, "d": 3}},
     "nonconvex_logistic": {"n": 4, "data": {"source": "synthetic", "n_samples": 40, "d": 3}},
     "fedavg_anchor": {"n": 4, "samples_per_node": 10, "d": 3},
+    "mlp_regression": {"n": 4, "data": {"source": "teacher", "n_samples": 40, "d": 3}, "hidden": 2, "device": "cpu"},
 }
+#: The dimension of a small problem whose ``d`` is not its data's (a network's parameter count).
+SMALL_DIMS: dict[str, int] = {"mlp_regression": 3 * 2 + 2 + 2 * 1 + 1}
 
 
 def _small(problem: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:
@@ -205,7 +208,8 @@ def test_every_registered_problem_builds_and_runs_from_a_config(name: str, tmp_p
     (run,) = expand(parse_config(_small({"name": name, **SMALL_PROBLEMS[name]})))
     spec = run.build_spec()
     params = SMALL_PROBLEMS[name]
-    assert (spec.problem.n, spec.problem.d) == (4, params.get("d", params.get("data", {}).get("d")))
+    d = SMALL_DIMS.get(name, params.get("d", params.get("data", {}).get("d")))
+    assert (spec.problem.n, spec.problem.d) == (4, d)
     result = make_engine("local").run(spec)
     assert result.status == "ok", result.message
 

@@ -1,10 +1,11 @@
 """Objectives, data sets and partitions; importing this package registers the built-ins."""
 
-from fedopt.problems import empirical, quadratic  # noqa: F401
+from fedopt.problems import empirical, quadratic, torch_model  # noqa: F401  (torch_model imports torch lazily)
 from fedopt.problems.base import CountingOracle, Problem, available_problems, problem_factory, register_problem
 from fedopt.problems.data import available_sources, load_dataset, register_source
 from fedopt.problems.empirical import EmpiricalProblem, LeastSquares, Logistic, NonconvexLogistic
 from fedopt.problems.partition import Partition, available_partitions, make_partition, register_partition
+from fedopt.problems.torch_model import TorchModelProblem
 
 __all__ = [
     "CountingOracle",
@@ -14,6 +15,7 @@ __all__ = [
     "NonconvexLogistic",
     "Partition",
     "Problem",
+    "TorchModelProblem",
     "available_partitions",
     "available_problems",
     "available_sources",

@@ -1,0 +1,430 @@
+"""Neural-network objectives: a torch model per node, oracles vectorized over nodes.
+
+Node ``i`` holds ``m_i`` samples ``(a_j, y_j)`` and the same architecture (an
+:class:`torch.nn.Module` built by a factory); its objective is the mean of
+per-sample losses of the model with parameters ``x``,
+
+    f_i(x) = (1/m_i) Σ_{j ∈ node i} ℓ(model(x; a_j), y_j),
+
+and the global objective is ``f = (1/n) Σ_i f_i``. A node's iterate ``x`` is the
+model's flat parameter vector (the order of ``named_parameters``), so the state
+stays a numpy ``[n, d]`` block and every algorithm runs unchanged. The data live
+on the problem's device once, padded to ``[n, m_max, ...]`` with a weight mask
+``w [n, m_max]`` equal to ``1/m_i`` on node ``i``'s valid rows and 0 on padding
+(as :mod:`fedopt.problems.empirical` does in numpy). Oracles are
+:func:`torch.func.functional_call` under :func:`torch.func.vmap` over the nodes of
+a block (and over samples for per-sample gradients), with
+:func:`torch.func.grad`: no Python loop over nodes or samples. A block of
+iterates is moved to the device once per oracle call; results come back as
+float64 numpy arrays.
+
+torch is imported when a problem of this module is built, not when
+:mod:`fedopt.problems` is imported.
+
+Registered problems:
+
+``mlp_regression``  Linear → softplus → Linear with a squared loss (the network
+                    of the DIFF2 paper's experiments: Murata & Suzuki 2021, *Bias-
+                    variance reduced local SGD for less heterogeneous federated
+                    learning*, ICML, §6) on teacher-network data or scikit-learn's
+                    diabetes set, split over nodes by a partition. Nonconvex:
+                    ``L = mu = None``, no ``x*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.core.rng import NodeStream
+from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
+from fedopt.problems.data import load_dataset
+from fedopt.problems.partition import make_partition
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: Values of the ``device`` parameter (``cuda:K`` names GPU ``K``).
+DEVICES = ("auto", "cpu", "cuda", "cuda:K")
+#: Values of the ``dtype`` parameter (``auto``: float64 on CPU, float32 on CUDA).
+DTYPES = ("auto", "float32", "float64")
+#: Per-sample losses by name: ``ℓ(prediction, target)`` of one sample.
+LOSSES = ("mse",)
+
+
+def resolve_device(device: str, owner: str = "problem") -> "torch.device":
+    """The torch device a ``device`` parameter names: ``auto`` (CUDA when torch sees a GPU,
+    else the CPU), ``cpu``, ``cuda`` or ``cuda:K``. CUDA asked for and absent is a
+    :class:`ProblemParamError` keyed ``device``, never a silent CPU run."""
+    import torch
+
+    if not isinstance(device, str):
+        raise ProblemParamError("device", f"{owner}: device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ProblemParamError(
+                "device",
+                f"{owner}: device {device!r} asked for but torch {torch.__version__} sees no CUDA device "
+                "(torch.cuda.is_available() is False); use device: cpu or auto, or install a CUDA build of torch",
+            )
+        if device != "cuda" and int(device[5:]) >= torch.cuda.device_count():
+            raise ProblemParamError(
+                "device",
+                f"{owner}: device {device!r} asked for but torch sees {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})",
+            )
+        return torch.device(device)
+    raise ProblemParamError("device", f"{owner}: device must be one of {', '.join(DEVICES)}, got {device!r}")
+
+
+def resolve_dtype(dtype: str, device: "torch.device", owner: str = "problem") -> "torch.dtype":
+    """``float32`` / ``float64``, or ``auto``: float64 on the CPU (exact tests), float32 on CUDA."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float64 if device.type == "cpu" else torch.float32
+    if dtype in ("float32", "float64"):
+        return getattr(torch, dtype)  # type: ignore[no-any-return]
+    raise ProblemParamError("dtype", f"{owner}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _mse(pred: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
+    """Squared error of one sample, summed over outputs: ``‖pred − y‖²``."""
+    return ((pred - target) ** 2).sum()
+
+
+_LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]] = {"mse": _mse}
+
+
+class TorchModelProblem(Problem):
+    """Per-node objectives ``f_i(x) = Σ_j w_ij ℓ(model(x; a_ij), y_ij)`` of one torch
+    architecture, ``x`` its flat parameter vector.
+
+    Parameters
+    ----------
+    module_factory : builds the architecture (called once, with torch's generator seeded
+        by ``init_seed`` inside a forked RNG, so the global torch stream is untouched); its
+        forward must map a batch ``[b, *in]`` to ``[b, *out]``.
+    inputs : ``[n, m_max, *in]`` features; rows ``m_i..m_max-1`` of node ``i`` are padding.
+    targets : ``[n, m_max, *out]`` targets (padding ignored).
+    m : ``[n]`` samples per node, each ``≥ 1``.
+    loss : per-sample loss, one of :data:`LOSSES`.
+    device : ``auto | cpu | cuda | cuda:K`` (see :func:`resolve_device`).
+    dtype : ``auto | float32 | float64`` (see :func:`resolve_dtype`).
+    """
+
+    L = None  # type: ignore[assignment]  # nonconvex: no smoothness constant is claimed
+    mu = None
+
+    def __init__(
+        self,
+        module_factory: Callable[[], "nn.Module"],
+        inputs: FloatArray,
+        targets: FloatArray,
+        m: IntArray,
+        loss: str = "mse",
+        device: str = "auto",
+        dtype: str = "auto",
+        init_seed: int = 0,
+    ) -> None:
+        import torch
+
+        name = type(self).__name__
+        inputs = np.asarray(inputs, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.float64)
+        m = np.asarray(m, dtype=np.int64)
+        if inputs.ndim < 3 or targets.shape[:2] != inputs.shape[:2] or m.shape != inputs.shape[:1]:
+            raise ValueError(f"{name}: need inputs [n, m_max, ...], targets [n, m_max, ...], m [n]; "
+                             f"got {inputs.shape}, {targets.shape}, {m.shape}")
+        if (m < 1).any() or (m > inputs.shape[1]).any():
+            raise ValueError(f"{name}: every node needs 1 <= m_i <= m_max = {inputs.shape[1]} samples")
+        if not np.isfinite(inputs).all() or not np.isfinite(targets).all():
+            raise ValueError(f"{name}: data contain NaN or inf")
+        if loss not in _LOSS_FNS:
+            raise ProblemParamError("loss", f"{name}: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        self.device = resolve_device(device, name)
+        self.dtype = resolve_dtype(dtype, self.device, name)
+        self.loss_name = loss
+        self._loss = _LOSS_FNS[loss]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            module = module_factory()
+        self.module = module.to(device=self.device, dtype=self.dtype)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        named = list(self.module.named_parameters())
+        self.param_names = tuple(k for k, _ in named)
+        self.param_shapes = tuple(tuple(p.shape) for _, p in named)
+        self.param_sizes = tuple(int(p.numel()) for _, p in named)
+        self.n, m_max = inputs.shape[:2]
+        self.d = int(sum(self.param_sizes))
+        self.m = m
+        self.m.setflags(write=False)
+        valid = np.arange(m_max)[None, :] < m[:, None]
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.device)  # noqa: E731
+        pad = valid.reshape(valid.shape + (1,) * (inputs.ndim - 2))
+        self._inputs = as_t(np.where(pad, inputs, 0.0))
+        pad_t = valid.reshape(valid.shape + (1,) * (targets.ndim - 2))
+        self._targets = as_t(np.where(pad_t, targets, 0.0))
+        self._w = as_t(valid / m[:, None].astype(np.float64))
+        self._init = self.flatten(dict(self.module.named_parameters())).detach().cpu().numpy().astype(np.float64)
+        self._build_kernels()
+
+    # ---- flat parameters <-> parameter dicts ------------------------------------------
+    def unflatten(self, flat: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+        """The parameter dict (views of ``flat``) of one flat vector ``[d]`` (or, under
+        ``vmap``, of each row)."""
+        out: dict[str, torch.Tensor] = {}
+        start = 0
+        for name, shape, size in zip(self.param_names, self.param_shapes, self.param_sizes):
+            out[name] = flat[start:start + size].view(shape)
+            start += size
+        return out
+
+    def flatten(self, params: Mapping[str, "torch.Tensor"]) -> "torch.Tensor":
+        """The flat vector ``[d]`` of a parameter dict (the order of ``named_parameters``)."""
+        import torch
+
+        return torch.cat([params[name].reshape(-1) for name in self.param_names])
+
+    def initial_parameters(self) -> FloatArray:
+        """The module's own initialization (seeded by ``init_seed``) as a flat ``[d]`` vector."""
+        return self._init.copy()
+
+    # ---- pickling (shards of a distributed run get a copy) ----------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_value_k", "_grad_k", "_sample_grads_k", "_loss"):
+            state.pop(key, None)  # closures: rebuilt from the module on unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._loss = _LOSS_FNS[self.loss_name]
+        self._build_kernels()
+
+    # ---- vectorized kernels --------------------------------------------------------------
+    def _build_kernels(self) -> None:
+        from torch.func import functional_call, grad, vmap
+
+        module, loss = self.module, self._loss
+
+        def sample_loss(flat: "torch.Tensor", a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+            pred = functional_call(module, self.unflatten(flat), (a.unsqueeze(0),))
+            return loss(pred.squeeze(0), y)
+
+        def weighted_loss(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                          w: "torch.Tensor") -> "torch.Tensor":
+            per_sample = vmap(sample_loss, in_dims=(None, 0, 0))(flat, A, Y)
+            return (w * per_sample).sum()
+
+        self._value_k = vmap(weighted_loss)
+        self._grad_k = vmap(grad(weighted_loss))
+        self._sample_grads_k = vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)))
+
+    def _to_device(self, X: FloatArray, k: int) -> "torch.Tensor":
+        """The block ``X [k, d]`` on the problem's device and dtype (one transfer)."""
+        import torch
+
+        X = np.asarray(X)
+        if X.shape != (k, self.d):
+            raise ValueError(f"{type(self).__name__}: iterates must be [{k}, {self.d}] (one row per node), "
+                             f"got shape {X.shape}")
+        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
+
+    def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        import torch
+
+        k = len(nodes)
+        if k and int(nodes[-1]) - int(nodes[0]) == k - 1 and (k == 1 or bool((np.diff(nodes) == 1).all())):
+            s = slice(int(nodes[0]), int(nodes[0]) + k)  # a run of consecutive nodes: a view, no copy
+            return self._inputs[s], self._targets[s], self._w[s]
+        idx = torch.as_tensor(nodes, device=self.device)
+        return self._inputs[idx], self._targets[idx], self._w[idx]
+
+    @staticmethod
+    def _out(t: "torch.Tensor") -> FloatArray:
+        return t.detach().cpu().numpy().astype(np.float64, copy=False)
+
+    def _gather(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Samples ``idx [k, b]`` of each node: ``(A [k, b, *in], Y [k, b, *out])``."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 2 or idx.shape[0] != len(nodes):
+            raise ValueError(f"sample_grads: idx must be [k, b] with k = {len(nodes)}, got shape {idx.shape}")
+        if (idx < 0).any() or (idx >= self.m[nodes][:, None]).any():
+            raise IndexError("sample_grads: a sample index is outside its node's 0..m_i-1")
+        ni = torch.as_tensor(nodes, device=self.device)[:, None]
+        si = torch.as_tensor(idx, device=self.device)
+        return self._inputs[ni, si], self._targets[ni, si]
+
+    # ---- oracles (numpy in, numpy out) -------------------------------------------------
+    def n_samples(self) -> IntArray:
+        return self.m.copy()
+
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if not len(nodes):
+            return np.zeros(0)
+        return self._out(self._value_k(self._to_device(X, len(nodes)), *self._rows(nodes)))
+
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if not len(nodes):
+            return np.zeros((0, self.d))
+        return self._out(self._grad_k(self._to_device(X, len(nodes)), *self._rows(nodes)))
+
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        A, Y = self._gather(nodes, idx)
+        return self._out(self._sample_grads_k(self._to_device(X, len(nodes)), A, Y))
+
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
+        """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn
+        uniformly with replacement from each node's samples (the same draws from the
+        per-node stream as :meth:`Problem.stochastic_grad`), in one vmapped call."""
+        import torch
+
+        nodes = np.asarray(nodes, dtype=np.int64)
+        idx = rng.integers(nodes, self.m[nodes], batch)
+        A, Y = self._gather(nodes, idx)
+        w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
+        return self._out(self._grad_k(self._to_device(X, len(nodes)), A, Y, w))
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(
+            model=type(self.module).__name__,
+            loss=self.loss_name,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            samples=int(self.m.sum()),
+            m_min=int(self.m.min()),
+            m_max=int(self.m.max()),
+            x_star_reason="nonconvex: no global minimizer is known (subopt and dist_opt are NaN)",
+        )
+        return out
+
+
+# ---- data and factories -----------------------------------------------------------------
+
+#: Data sources of :func:`mlp_regression` with their parameters and defaults.
+REGRESSION_SOURCES: dict[str, dict[str, Any]] = {
+    "teacher": {"n_samples": 1000, "d": 10, "hidden": 8, "noise": 0.1},
+    "diabetes": {},
+}
+
+
+def teacher_regression(
+    n_samples: int, d: int, hidden: int, noise: float, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Teacher-network regression data: ``a ~ N(0, I_d)`` and
+    ``y = w₂ᵀ softplus(W₁a + b₁) + b₂ + noise·ε``, ``ε ~ N(0, 1)``, with ``W₁ ~ N(0, 1/d)``,
+    ``b₁ ~ N(0, 1)``, ``w₂ ~ N(0, 1/hidden)``, ``b₂ = 0`` (a student of the same shape can
+    fit it to the noise level)."""
+    W1 = rng.standard_normal((hidden, d)) / np.sqrt(d)
+    b1 = rng.standard_normal(hidden)
+    w2 = rng.standard_normal(hidden) / np.sqrt(hidden)
+    A = rng.standard_normal((n_samples, d))
+    y = np.logaddexp(0.0, A @ W1.T + b1) @ w2 + noise * rng.standard_normal(n_samples)
+    return A, y
+
+
+def _regression_data(data: Mapping[str, Any] | None, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """Features ``[N, d]`` and targets ``[N]`` of a :func:`mlp_regression` data spec."""
+    spec = dict(data) if data is not None else {"source": "teacher"}
+    source = spec.pop("source", None)
+    if source not in REGRESSION_SOURCES:
+        raise ProblemParamError("data.source", f"mlp_regression: data.source must be one of "
+                                f"{', '.join(REGRESSION_SOURCES)}, got {source!r}")
+    allowed = REGRESSION_SOURCES[source]
+    for key in spec:
+        if key not in allowed:
+            raise ProblemParamError(f"data.{key}", f"mlp_regression: unknown key of data source {source!r}; allowed: "
+                                    f"{', '.join(['source', *allowed])}")
+    if source == "diabetes":
+        try:
+            return load_dataset({"source": "sklearn", "name": "diabetes", "standardize_target": True}, rng=rng)
+        except ValueError as exc:  # pragma: no cover - a bundled set
+            raise param_error("data", exc) from exc
+    params = {**allowed, **spec}
+    for key in ("n_samples", "d", "hidden"):
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ProblemParamError(f"data.{key}", f"mlp_regression: data.{key} must be a positive integer, got {v!r}")
+    noise = params["noise"]
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (np.isfinite(noise) and noise >= 0):
+        raise ProblemParamError("data.noise", f"mlp_regression: data.noise must be a finite number >= 0, got {noise!r}")
+    return teacher_regression(int(params["n_samples"]), int(params["d"]), int(params["hidden"]), float(noise), rng)
+
+
+def mlp(d_in: int, hidden: int, d_out: int = 1) -> "nn.Module":
+    """The DIFF2 network: ``Linear(d_in, hidden) → softplus → Linear(hidden, d_out)``."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.Softplus(), nn.Linear(hidden, d_out))
+
+
+@register_problem("mlp_regression")
+def mlp_regression(
+    n: int,
+    data: Mapping[str, Any] | None = None,
+    hidden: int = 32,
+    partition: str | Mapping[str, Any] = "iid",
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    rng: np.random.Generator | None = None,
+) -> TorchModelProblem:
+    """A one-hidden-layer network (:func:`mlp`, width ``hidden``) with the squared loss over
+    regression data split across ``n`` nodes by ``partition``.
+
+    ``data``: ``{source: teacher, n_samples: 1000, d: 10, hidden: 8, noise: 0.1}``
+    (:func:`teacher_regression`; the default) or ``{source: diabetes}`` (scikit-learn's
+    bundled set, 442 samples, d = 10, features and target standardized); ``partition``: a
+    partition spec (:func:`fedopt.problems.partition.make_partition`); ``device``:
+    ``auto | cpu | cuda | cuda:K``; ``dtype``: ``auto | float32 | float64`` (``auto``:
+    float64 on the CPU, float32 on CUDA); ``seed`` / ``rng``: randomness, split into
+    independent data, partition and weight-initialization streams.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ProblemParamError("n", f"mlp_regression: n must be a positive integer, got {n!r}")
+    if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 1:
+        raise ProblemParamError("hidden", f"mlp_regression: hidden must be a positive integer, got {hidden!r}")
+    if data is not None and not isinstance(data, Mapping):
+        raise ProblemParamError("data", f"mlp_regression: data must be a mapping with a source "
+                                f"({', '.join(REGRESSION_SOURCES)}), got {data!r}")
+    dev = resolve_device(device, "mlp_regression")  # before any data are made: a bad device fails fast
+    dt = str(resolve_dtype(dtype, dev, "mlp_regression")).removeprefix("torch.")
+    rng = np.random.default_rng(seed) if rng is None else rng
+    data_rng, part_rng, init_rng = rng.spawn(3)
+    features, labels = _regression_data(data, data_rng)
+    if len(labels) < n:
+        raise ProblemParamError("n", f"mlp_regression: {n} nodes but the data hold only {len(labels)} samples")
+    try:
+        part = make_partition(labels, n, partition, part_rng)
+    except ValueError as exc:
+        raise param_error("partition", exc) from exc
+    sizes = part.sizes
+    m_max, d_in = int(sizes.max()), features.shape[1]
+    flat = np.concatenate(part.indices)
+    node = np.repeat(np.arange(n), sizes)
+    pos = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    inputs = np.zeros((n, m_max, d_in))
+    inputs[node, pos] = features[flat] * part.scales[node, None]
+    targets = np.zeros((n, m_max, 1))
+    targets[node, pos, 0] = labels[flat]
+    init_seed = int(init_rng.integers(2**63))
+    width = int(hidden)
+    return TorchModelProblem(partial(mlp, d_in, width), inputs, targets, sizes, loss="mse",
+                             device=str(dev), dtype=dt, init_seed=init_seed)
