@@ -32,16 +32,12 @@ from fedopt.problems.empirical import least_squares
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology.graph import Topology
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared benchmark graphs
+from bench_graphs import rgg  # noqa: E402
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
-def rgg(n: int, seed: int = 1) -> Topology:
-    radius = np.sqrt(13.0 / (np.pi * n))
-    while True:
-        g = nx.random_geometric_graph(n, radius, seed=seed)
-        if nx.is_connected(g):
-            return Topology.from_networkx("random_geometric", g)
-        radius *= 1.05
 
 
 def spec_for(top: Topology, horizon: float, batch_size: int | None = None, samples: int = 20) -> RunSpec:

@@ -35,6 +35,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -47,6 +48,9 @@ from fedopt.engines.base import RunSpec, StopCriteria, make_engine
 from fedopt.problems.base import Problem, available_problems, problem_factory
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology.graph import Topology
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared benchmark graphs
+from bench_graphs import rgg  # noqa: E402
 
 SEED, D, K, N_PER, STEPS, LR, ROUNDS = 12345, 100, 100, 200, 5, 0.1, 20
 
@@ -168,13 +172,6 @@ def bench_fedavg(actors: int, repeats: int, bench_dir: str | None = None) -> lis
     return out
 
 
-def rgg(n: int, seed: int = 1) -> Topology:
-    radius = np.sqrt(13.0 / (np.pi * n))
-    while True:
-        g = nx.random_geometric_graph(n, radius, seed=seed)
-        if nx.is_connected(g):
-            return Topology.from_networkx("random_geometric", g)
-        radius *= 1.05
 
 
 def bench_events(actors: int, repeats: int, n: int = 100, horizon: float = 20.0) -> list[str]:

@@ -37,7 +37,6 @@ import sys
 import time
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from fedopt.algorithms import make_algorithm
@@ -47,19 +46,14 @@ from fedopt.engines.sharded.simulation import ShardedSimulation
 from fedopt.problems.empirical import least_squares
 from fedopt.topology.graph import Topology
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared benchmark graphs
+from bench_graphs import rgg  # noqa: E402
+
 PARAMS: dict[str, dict[str, Any]] = {"dgd": {"lr": 0.05}, "gradient_tracking": {}}
 #: Floats per row of the one graph product of a round.
 WIDTH = {"dgd": 1, "gradient_tracking": 2}
 
 
-def rgg(n: int, seed: int = 1) -> Topology:
-    """A connected random geometric graph of ``n`` nodes, mean degree about 13."""
-    radius = np.sqrt(13.0 / (np.pi * n))
-    while True:
-        g = nx.random_geometric_graph(n, radius, seed=seed)
-        if nx.is_connected(g):
-            return Topology.from_networkx("random_geometric", g)
-        radius *= 1.05
 
 
 def make_spec(name: str, n: int, d: int, samples: int, top: Topology, rounds: int) -> RunSpec:
