@@ -36,7 +36,7 @@ from scipy.special import expit
 from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.problems.base import Problem, ProblemParamError, ShardView, param_error, register_problem
 from fedopt.problems.data import load_dataset
-from fedopt.problems.partition import Partition, make_partition
+from fedopt.problems.partition import Partition, partition_samples
 
 #: Gradient-norm tolerance the iterative solvers aim for, and the one they guarantee.
 SOLVE_TOL = 1e-12
@@ -512,12 +512,7 @@ def _build(
             features, labels = load_dataset(data, rng=data_rng)
         except ValueError as exc:
             raise param_error("data", exc) from exc
-    if len(labels) < n:
-        raise ProblemParamError("n", f"{cls.__name__}: {n} nodes but the data hold only {len(labels)} samples")
-    try:
-        part = make_partition(labels, n, partition, part_rng)
-    except ValueError as exc:
-        raise param_error("partition", exc) from exc
+    part = partition_samples(labels, n, partition, part_rng, cls.__name__)
     try:
         return cls.from_partition(features, labels, part, bias=bias, **kwargs)
     except ProblemParamError:

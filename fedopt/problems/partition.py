@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
-from fedopt.problems.base import ProblemParamError
+from fedopt.problems.base import ProblemParamError, param_error
 
 #: Labels with more distinct values than this are treated as regression targets.
 MAX_CLASSES = 100
@@ -246,3 +246,14 @@ def label_skew(labels: np.ndarray, indices: list[IntArray]) -> float:
     np.add.at(hist, (owner, cls), 1.0)
     hist /= hist.sum(axis=1, keepdims=True)
     return float(0.5 * np.abs(hist - glob).sum(axis=1).mean())
+
+
+def partition_samples(labels: np.ndarray, n: int, spec: Any, rng: np.random.Generator, owner: str) -> Partition:
+    """``make_partition`` for a problem factory: fewer samples than nodes is an error keyed ``n``,
+    a bad partition spec one keyed ``partition`` (``owner`` names the problem in the message)."""
+    if len(labels) < n:
+        raise ProblemParamError("n", f"{owner}: {n} nodes but the data hold only {len(labels)} samples")
+    try:
+        return make_partition(labels, n, spec, rng)
+    except ValueError as exc:
+        raise param_error("partition", exc) from exc

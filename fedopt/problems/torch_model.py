@@ -43,7 +43,7 @@ from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.core.rng import NodeStream
 from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
 from fedopt.problems.data import load_dataset
-from fedopt.problems.partition import make_partition
+from fedopt.problems.partition import partition_samples
 
 if TYPE_CHECKING:
     import torch
@@ -409,12 +409,7 @@ def mlp_regression(
     rng = np.random.default_rng(seed) if rng is None else rng
     data_rng, part_rng, init_rng = rng.spawn(3)
     features, labels = _regression_data(data, data_rng)
-    if len(labels) < n:
-        raise ProblemParamError("n", f"mlp_regression: {n} nodes but the data hold only {len(labels)} samples")
-    try:
-        part = make_partition(labels, n, partition, part_rng)
-    except ValueError as exc:
-        raise param_error("partition", exc) from exc
+    part = partition_samples(labels, n, partition, part_rng, "mlp_regression")
     sizes = part.sizes
     m_max, d_in = int(sizes.max()), features.shape[1]
     flat = np.concatenate(part.indices)
