@@ -47,8 +47,8 @@ _NAMES = {
     "chi": "χ = λmax/λ2 of L_G", "diameter": "diameter (hops)", "kappa": "κ = L/μ",
 }
 GRID_POINTS = 200
-#: Okabe & Ito's colour-blind-safe palette (black last).
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+#: Okabe & Ito's colour-blind-safe palette (the pale yellow last).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Output formats (from the file's suffix).
@@ -220,6 +220,7 @@ def _log_x_axis(ax: Axes, xs: np.ndarray) -> None:
     pos = xs[xs > 0]
     if (xs == 0).any() and len(pos):
         ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.25)
+        ax.set_xlim(left=0.0)  # no negative decades
     else:
         ax.set_xscale("log")
 
@@ -286,9 +287,8 @@ def plot_scaling(per_run: pd.DataFrame, x: str, cost: str, out_path: str | Path,
     panels = list(pd.unique(d["topology"].astype(str))) if "topology" in d else [""]
     algs = list(pd.unique(d["algorithm"].astype(str)))
     k = len(panels)
-    cols = min(k, 2)
-    rows = math.ceil(k / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 4.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(k, 1, figsize=(10.5, 3.4 * k), squeeze=False)
+    xs_all = np.sort(pd.unique(d["_x"]))
     for ax, top in zip(axes.flat, panels):
         dp = d[d["topology"].astype(str) == top] if top else d
         for i, alg in enumerate(algs):
@@ -308,12 +308,13 @@ def plot_scaling(per_run: pd.DataFrame, x: str, cost: str, out_path: str | Path,
                 his.append(hi)
             m_a, lo_a, hi_a = np.array(meds), np.array(los), np.array(his)
             fin = np.isfinite(m_a)
-            err = np.vstack([m_a - lo_a, np.where(np.isfinite(hi_a), hi_a, m_a) - m_a])
+            with np.errstate(invalid="ignore"):
+                err = np.vstack([m_a - lo_a, np.where(np.isfinite(hi_a), hi_a, m_a) - m_a])
             fit = fit_slope(ok["_x"], ok[cost])
             row = sc[(sc["algorithm"].astype(str) == alg) & ((sc["topology"].astype(str) == top) if top else True)] \
                 if "topology" in sc else sc[sc["algorithm"].astype(str) == alg]
             interval = (f" [{fit.lo:.2f}, {fit.hi:.2f}]" if math.isfinite(fit.lo) else "")
-            lab = f"{alg}: slope {fit.slope:.2f}{interval}" if math.isfinite(fit.slope) else alg
+            lab = f"{alg}: {fit.slope:.2f}{interval}" if math.isfinite(fit.slope) else alg
             missing = int((~da["reached"].astype(bool)).sum())
             if missing:
                 lab += f" ({missing} runs not reached)"
@@ -328,17 +329,24 @@ def plot_scaling(per_run: pd.DataFrame, x: str, cost: str, out_path: str | Path,
                 tx = np.sort(pd.unique(da["_x"][np.isfinite(da["_pred"])]))
                 ty = [math.exp(logc) * float(np.median(da["_pred"][da["_x"] == v])) for v in tx]
                 ax.plot(tx, ty, color=st["color"], ls=":", lw=1.4,
-                        label=f"{alg} theory ∝ {row['theory'].iloc[0]}: slope {row['theory_slope'].iloc[0]:.2f} "
-                        "(constant unknown, fitted)")
+                        label=f"{alg} theory ∝ {row['theory'].iloc[0]}: {row['theory_slope'].iloc[0]:.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(top)
+        if len(xs_all) <= 8:  # few swept values: label them plainly
+            from matplotlib.ticker import FixedLocator, NullLocator
+
+            ax.xaxis.set_major_locator(FixedLocator(list(xs_all)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{v:.3g}" for v in xs_all])
+        ax.set_title(top, fontsize=10)
         ax.set_xlabel(label(xc if xc != "n_nodes" else "n"))
-        ax.set_ylabel(f"{label(cost)} to target")
+        ax.set_ylabel(f"{label(cost)}\nto target", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in axes.flat[k:]:
-        ax.set_visible(False)
-    _legend_below(fig, axes.flat[:k], f"{cost} to reach the target vs {x}", ncol=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+                  title="log–log slope [95 % interval]", title_fontsize=7)
+    fig.suptitle(f"{cost} to reach the target vs {x} (median over seeds, bootstrap 95 % interval; theory: "
+                 "declared complexity, constant unknown, fitted)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, out)
 
 

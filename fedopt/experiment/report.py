@@ -347,15 +347,16 @@ def _check_groups(per_run: pd.DataFrame, keys: list[str], by_names: Sequence[str
     dup = per_run[per_run.duplicated([*keys, "seed"], keep=False)]
     if len(dup) == 0:
         return
-    first = dup.groupby([*keys, "seed"], sort=False, dropna=False).head(len(dup))
-    cols = [c for c in (*IDENTITY_COLUMNS, *[c for c in per_run.columns if c not in COST_AXES])
-            if c in first and c not in (*keys, "seed", "run_id", "reached", "final_value", "initial_value",
-                                        "target_value", "status", "metric")
-            and first.groupby([*keys, "seed"], dropna=False)[c].nunique(dropna=False).max() > 1]
-    alg = first["algorithm"].iloc[0]
-    names = sorted({next((a for a, b in ALIASES.items() if b == c), c) for c in cols}) or ["(unknown)"]
+    derived = (*SCALING_QUANTITIES, "algorithm_name", "params", "run_id", "reached", "final_value", "initial_value",
+               "target_value", "status", "metric", "seed", *COST_AXES)
+    candidates = [*IDENTITY_COLUMNS, *(c for c in per_run.columns if c not in IDENTITY_COLUMNS and c not in derived)]
+    cols = [c for c in dict.fromkeys(candidates) if c in dup and c not in keys
+            and dup.groupby([*keys, "seed"], dropna=False)[c].nunique(dropna=False).max() > 1]
+    alg = dup["algorithm"].iloc[0]
+    names = [next((a for a, b in ALIASES.items() if b == c), c) for c in cols] or ["(unknown)"]
+    hint = next((c for c in names if c != "variant"), names[0])
     raise ValueError(f"report: runs of {alg!r} with the same seed fall in one group of --by {' '.join(by_names)} but "
-                     f"differ in {', '.join(names)}; add {names[0]} to --by")
+                     f"differ in {', '.join(names)}; add {hint} to --by")
 
 
 def aggregate(per_run: pd.DataFrame, by: Sequence[str] = ("topology", "variant"), level: float = LEVEL,
@@ -493,7 +494,8 @@ def build_report(results: pd.DataFrame, settings: ReportSettings, config: Any = 
     per_run = run_costs(results, settings.target, settings.metric, settings.relative)
     if config is not None:
         info = run_info(config)
-        per_run = per_run.merge(info, on="run_id", how="left")
+        same = [c for c in info.columns if c in per_run.columns and c != "run_id"]  # e.g. a swept n
+        per_run = per_run.merge(info.drop(columns=same), on="run_id", how="left")
     if "n" not in per_run.columns and "n_nodes" in per_run.columns:
         per_run["n"] = pd.to_numeric(per_run["n_nodes"], errors="coerce").astype(float)
     table = aggregate(per_run, settings.by)
