@@ -2,6 +2,7 @@
 
 from fedopt.algorithms.base import (
     Algorithm,
+    Complexity,
     Context,
     EventAlgorithm,
     FederatedAlgorithm,
@@ -19,6 +20,7 @@ from fedopt.algorithms.decentralized import adom_plus, continuized, dadao, gradi
 
 __all__ = [
     "Algorithm",
+    "Complexity",
     "Context",
     "EventAlgorithm",
     "FederatedAlgorithm",

@@ -155,6 +155,53 @@ class Context:
         return streams[name]
 
 
+#: Graph quantities a :class:`Complexity` may name (computed by the experiment report on the
+#: unweighted Laplacian ``L_G`` of the run's graph): ``n`` nodes, ``edges`` = |E|, ``lambda2`` =
+#: λ₂(L_G), ``chi1`` = 1/λ₂, ``chi2`` = max_e ½ b_eᵀ L_G⁺ b_e, ``sqrt_chi1_chi2`` = √(χ1χ2),
+#: ``chi`` = λ_max/λ₂ (the condition number of L_G) and ``diameter``.
+GRAPH_QUANTITIES = ("n", "edges", "lambda2", "chi1", "chi2", "sqrt_chi1_chi2", "chi", "diameter")
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """A predicted cost to reach accuracy ε, as data: ``cost ∝ Π_q q^graph[q] · κ^kappa · log(1/ε)``.
+
+    ``cost`` is a cost axis of the results table (``messages``, ``grad_evals``, ``round``);
+    ``graph`` maps names of :data:`GRAPH_QUANTITIES` to exponents; ``kappa`` is the exponent of
+    the condition number ``κ = L/μ``. ``constant`` is the leading constant when the paper
+    states it, else ``None`` (unknown: a report fits it and only the slope is predicted).
+    ``when`` restricts the prediction to runs whose parameters have these values (e.g.
+    ``{"multi_consensus": True}``); ``reference`` says where it comes from.
+    """
+
+    cost: str
+    graph: Mapping[str, float]
+    kappa: float
+    reference: str
+    constant: float | None = None
+    when: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [q for q in self.graph if q not in GRAPH_QUANTITIES]
+        if bad:
+            raise ValueError(f"complexity: unknown graph quantity {bad[0]!r}; allowed: {', '.join(GRAPH_QUANTITIES)}")
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        """Whether the run's parameters match :attr:`when`."""
+        return all(params.get(k) == v for k, v in self.when.items())
+
+    def formula(self) -> str:
+        """The prediction in words, e.g. ``|E|·√(χ1χ2)·√κ·log(1/ε)``."""
+        names = {"n": "n", "edges": "|E|", "lambda2": "λ2", "chi1": "χ1", "chi2": "χ2",
+                 "sqrt_chi1_chi2": "√(χ1χ2)", "chi": "χ", "diameter": "diam"}
+        parts = [names[q] if e == 1 else f"√{names[q]}" if e == 0.5 else f"{names[q]}^{e:g}"
+                 for q, e in self.graph.items() if e]
+        if self.kappa:
+            parts.append("√κ" if self.kappa == 0.5 else "κ" if self.kappa == 1 else f"κ^{self.kappa:g}")
+        parts.append("log(1/ε)")
+        return "·".join(parts)
+
+
 P = TypeVar("P", bound=Params)
 
 
@@ -171,12 +218,23 @@ class Algorithm(ABC):
     layout: ClassVar[Mapping[str, Layout]] = {}
     #: The layouts this kind of algorithm may declare.
     allowed_layouts: ClassVar[tuple[Layout, ...]] = (Layout.NODE, Layout.EDGE, Layout.SERVER)
+    #: Predicted costs to reach accuracy ε (:class:`Complexity`), as the algorithm's paper states
+    #: them; empty when it states none (a communication-complexity report then draws no theory line).
+    complexity: ClassVar[tuple[Complexity, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         try:
             self.params = self.Params(**params)
         except ValidationError as exc:
             raise ValueError(_format_validation(f"algorithm {self.name!r}", exc)) from None
+
+    @classmethod
+    def predicted_complexity(cls, cost: str, params: Mapping[str, Any]) -> Complexity | None:
+        """The declared :class:`Complexity` of ``cost`` for a run with ``params`` (``None``: none declared)."""
+        for c in cls.complexity:
+            if c.cost == cost and c.applies(params):
+                return c
+        return None
 
     def state_layout(self, ctx: Context) -> dict[str, Layout]:
         """The layout of each state key (default: the class's :attr:`layout`)."""

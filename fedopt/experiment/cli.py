@@ -1,4 +1,4 @@
-"""``fedopt run CONFIG`` and ``fedopt plot DIR`` (registered by :mod:`fedopt.cli`).
+"""``fedopt run CONFIG``, ``fedopt plot DIR`` and ``fedopt report DIR`` (registered by :mod:`fedopt.cli`).
 
 ``fedopt run`` exits with 0 when every run ended ``ok`` or ``diverged`` (a
 diverged run is a result), 1 when a run ended in ``error`` or was lost in Ray,
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedopt.experiment.plots import X_COLUMNS, Y_COLUMNS
+from fedopt.experiment.plots import FORMATS, X_COLUMNS, Y_COLUMNS
 from fedopt.experiment.store import STATUSES
 
 #: Columns of the summary printed after ``fedopt run`` (those present are shown).
@@ -56,8 +56,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     plot.add_argument("--x", default="messages", help=f"x axis: {', '.join(X_COLUMNS)} (default: messages)")
     plot.add_argument("--y", default="dist_opt", help=f"y axis: {', '.join(Y_COLUMNS)} (default: dist_opt)")
     plot.add_argument("--title", help="figure title")
-    plot.add_argument("--out", metavar="FILE", help="output image (default: DIR/plots/<y>_vs_<x>.png)")
+    plot.add_argument("--out", metavar="FILE", help="output image (default: DIR/plots/<y>_vs_<x>.<format>)")
+    plot.add_argument("--format", choices=FORMATS, help="png, or pdf / svg (vector) (default: the suffix of "
+                      "--out, else png)")
     plot.set_defaults(func=_plot)
+
+    rep = subparsers.add_parser(
+        "report", help="cost to reach a target accuracy per algorithm, with seed intervals and scaling slopes",
+        description="For every run of DIR/results.parquet, the cost (messages, bytes, grad_evals, queries, time, "
+        "link_time, round) to first reach METRIC <= TARGET, interpolated between checkpoints on a log scale; "
+        "seeds aggregated to the median with a bootstrap 95 %% interval; runs that never reach it are kept, as "
+        "not reached. Writes DIR/report.parquet, DIR/report.md and, with --x (or when n varies), scaling plots "
+        "DIR/plots/scaling_<cost>_vs_<x>.<format>. Defaults come from the report: section of DIR/config.yaml.",
+    )
+    rep.add_argument("dir", metavar="DIR", help="experiment output directory")
+    rep.add_argument("--target", type=float, help="accuracy to reach (default: the config's, else 1e-6)")
+    rep.add_argument("--metric", help="quality column (default: the config's, else dist_opt)")
+    rel = rep.add_mutually_exclusive_group()
+    rel.add_argument("--relative", action="store_const", const=True, dest="relative",
+                     help="the target is a fraction of each run's first recorded value")
+    rel.add_argument("--absolute", action="store_const", const=False, dest="relative",
+                     help="the target is an absolute value (the default unless the config says relative)")
+    rep.add_argument("--by", nargs="+", metavar="COL", help="groups besides the algorithm: topology, n, variant, "
+                     "a swept parameter, ... (default: topology variant)")
+    rep.add_argument("--baseline", metavar="LABEL", help="add a table of each algorithm's cost relative to this one")
+    rep.add_argument("--x", nargs="+", metavar="Q", help="scaling plots against: n, a swept parameter, kappa, "
+                     "lambda2, chi1, chi2, sqrt_chi1_chi2, chi, diameter, edges")
+    rep.add_argument("--cost", nargs="+", metavar="AXIS", help="cost axes of the scaling plots (default: messages)")
+    rep.add_argument("--format", choices=FORMATS, help="plot format (default: the config's, else png)")
+    rep.set_defaults(func=_report)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -112,9 +139,38 @@ def _plot(args: argparse.Namespace) -> int:
     src = Path(args.dir)
     df = load_results(src)
     base = src if src.is_dir() else src.parent
-    out = Path(args.out) if args.out else base / "plots" / f"{args.y}_vs_{args.x}.png"
+    if args.out:
+        out = Path(args.out)
+        if args.format and out.suffix.lstrip(".").lower() != args.format:
+            raise ValueError(f"plot: --out {out.name} does not end in .{args.format} (--format {args.format})")
+    else:
+        out = base / "plots" / f"{args.y}_vs_{args.x}.{args.format or 'png'}"
     plot_results(df, args.x, args.y, out, title=args.title)
     print(f"plot: {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import yaml
+
+    from fedopt.experiment.report import settings_from, write_report
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report: no experiment directory at {root} (run `fedopt run CONFIG --out DIR` first)")
+    section = None
+    if (root / "config.yaml").is_file():
+        raw = yaml.safe_load((root / "config.yaml").read_text())
+        section = raw.get("report") if isinstance(raw, dict) else None
+    settings = settings_from(section, target=args.target, metric=args.metric, relative=args.relative, by=args.by,
+                             baseline=args.baseline, x=args.x, cost=args.cost, format=args.format)
+    written = write_report(root, settings)
+    print(Path(written["markdown"]).read_text(), end="")
+    print(f"report: {written['table']}, {written['markdown']}")
+    if written["plots"]:
+        print(f"plots: {', '.join(written['plots'])}")
+    for path, why in written["plots_skipped"].items():
+        print(f"not drawn: {path}: {why}")
     return 0
 
 

@@ -105,6 +105,46 @@ class ResourcesConfig(_Section):
     num_gpus: float = Field(0.0, ge=0)
 
 
+class ReportConfig(_Section):
+    """The communication-complexity report ``fedopt run`` writes after the runs
+    (:mod:`fedopt.experiment.report`): the cost of each run to first reach ``metric ≤ target``."""
+
+    target: float = Field(gt=0, description="the accuracy to reach (a fraction of each run's first value "
+                          "when relative)")
+    metric: str = Field("dist_opt", description="the quality column the target applies to")
+    relative: bool = Field(False, description="target × the run's first recorded value of the metric")
+    by: list[str] = Field(default_factory=lambda: ["topology", "variant"], min_length=1,
+                          description="the groups of the table besides the algorithm (columns; n = n_nodes)")
+    baseline: str | None = Field(None, description="an algorithm label: ratio table against it")
+    x: list[str] = Field(default_factory=list, description="scaling plots against these (n, a swept column, "
+                         "kappa, lambda2, chi1, chi2, sqrt_chi1_chi2, chi, diameter, edges)")
+    cost: list[str] = Field(default_factory=lambda: ["messages"], min_length=1, description="cost axes of the "
+                            "scaling plots")
+    format: Literal["png", "pdf", "svg"] = "png"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in METRIC_COLUMNS:
+            raise ValueError(f"must be one of {', '.join(METRIC_COLUMNS)}, got {v!r}")
+        return v
+
+    @field_validator("cost")
+    @classmethod
+    def _known_cost(cls, v: list[str]) -> list[str]:
+        from fedopt.experiment.report import COST_AXES
+
+        for c in v:
+            if c not in COST_AXES:
+                raise ValueError(f"must be among {', '.join(COST_AXES)}, got {c!r}")
+        return v
+
+    @field_validator("by", "x", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class AlgorithmConfig(_Section):
     name: str
     label: str | None = None
@@ -144,6 +184,7 @@ class ExperimentConfig(_Section):
     parallel: int | None = Field(None, ge=1, description="runs at once (as Ray tasks when more than 1)")
     base_dir: str | None = Field(None, description="folder that relative paths resolve against (default: the "
                                  "config file's; none: the working directory)")
+    report: ReportConfig | None = Field(None, description="cost-to-target report written after the runs")
 
     @model_validator(mode="before")
     @classmethod
@@ -244,6 +285,7 @@ def _validate_plain(raw: dict[str, Any]) -> ExperimentConfig:
     _check_problem(cfg.problem, cfg.base_dir)
     _check_algorithms(cfg.algorithms)
     _check_topologies(cfg)
+    _check_report(cfg)
     return cfg
 
 
@@ -307,6 +349,16 @@ def _check_seeds(seeds: list[int]) -> None:
             raise ConfigError(f"config: seeds.{i}: seeds must be non-negative integers, got {s}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config: seeds: duplicate seeds in {seeds}")
+
+
+def _check_report(cfg: ExperimentConfig) -> None:
+    """The report's baseline is one of the algorithms' labels."""
+    if cfg.report is None or cfg.report.baseline is None:
+        return
+    labels = [a.display for a in cfg.algorithms]
+    if cfg.report.baseline not in labels:
+        raise ConfigError(f"config: report.baseline: {cfg.report.baseline!r} is not an algorithm label; "
+                          f"choose one of: {', '.join(labels)}")
 
 
 def _check_base_dir(base_dir: str | None) -> None:
@@ -595,7 +647,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
         if field is None:
             break
         sub = {"stop": StopConfig, "record": RecordConfig, "resources": ResourcesConfig,
-               "algorithms": AlgorithmConfig, "problem": ProblemConfig}.get(str(part))
+               "algorithms": AlgorithmConfig, "problem": ProblemConfig, "report": ReportConfig}.get(str(part))
         if sub is None:
             break
         model = sub
@@ -675,6 +727,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "ProblemConfig",
     "RecordConfig",
+    "ReportConfig",
     "ResourcesConfig",
     "StopConfig",
     "apply_override",

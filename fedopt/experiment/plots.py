@@ -6,7 +6,17 @@ a min–max band. Each seed's curve is interpolated onto a common x grid before
 the median is taken (seeds record at different counter values), and the grid
 covers the union of the seeds' ranges (a seed contributes only inside its own).
 The y axis is logarithmic when the values are positive (non-positive values,
-e.g. round-off below ``f*``, are left out), the x axis when it spans two decades.
+e.g. round-off below ``f*``, are left out), the x axis when it spans two decades:
+then symmetric-logarithmic when a curve starts at 0 (no messages sent yet), linear
+up to the smallest positive value, so that every curve's starting point (e.g. the
+initial overshoot of a method) stays on the figure. Axes are labelled with their
+units, colours come from the Okabe–Ito palette (distinguishable with the common
+colour-vision deficiencies; line styles repeat it beyond eight lines), the legend
+sits below the panels, outside the data, and the figure is written as PNG, PDF or
+SVG (vector) after its file's suffix.
+
+:func:`plot_scaling` draws a communication-complexity report's scaling plot: cost
+to reach the target against a swept quantity, log–log.
 """
 
 from __future__ import annotations
@@ -14,22 +24,52 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fedopt.experiment.store import temp_path
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round")
 Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
 _NAMES = {
-    "messages": "messages", "bytes": "bytes sent", "time": "simulated time",
-    "link_time": "link time (s, link-cost model)", "grad_evals": "gradient evaluations",
-    "queries": "function queries", "round": "rounds", "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²",
-    "consensus": "mean ‖xᵢ − x̄‖²", "grad_norm_sq": "‖∇f(x̄)‖²",
+    "messages": "messages sent (count)", "bytes": "bytes sent (B)",
+    "time": "simulated time (rounds; n gradients per unit)", "link_time": "link time (s, link-cost model)",
+    "grad_evals": "gradient evaluations (count)", "queries": "function queries (count)", "round": "rounds (count)",
+    "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²", "consensus": "mean ‖xᵢ − x̄‖²",
+    "grad_norm_sq": "‖∇f(x̄)‖²", "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
+    "chi1": "χ1 = 1/λ2 of L_G", "chi2": "χ2 (max ½ effective resistance)", "sqrt_chi1_chi2": "√(χ1χ2) of L_G",
+    "chi": "χ = λmax/λ2 of L_G", "diameter": "diameter (hops)", "kappa": "κ = L/μ",
 }
 GRID_POINTS = 200
+#: Okabe & Ito's colour-blind-safe palette (the pale yellow last).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Output formats (from the file's suffix).
+FORMATS = ("png", "pdf", "svg")
+
+
+def label(column: str) -> str:
+    """The axis label of a column, with its unit (the column's own name when it has no label)."""
+    return _NAMES.get(column, column)
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour and line style of the ``i``-th line."""
+    return {"color": PALETTE[i % len(PALETTE)], "ls": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
+
+
+def check_format(path: Path) -> str:
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    if fmt not in FORMATS:
+        raise ValueError(f"plot: the output format must be one of {', '.join(FORMATS)} (the file's suffix); got {fmt!r}")
+    return fmt
 
 
 def check_axes(x: str, y: str) -> None:
@@ -66,7 +106,7 @@ def curves(df: pd.DataFrame, x: str, y: str) -> dict[str, dict[str, dict[str, np
         raise ValueError(f"plot: no finite values of {y!r} against {x!r} in the results table")
     logx = _log_x(d["_x"].to_numpy())
     if logx:
-        d = d[d["_x"] > 0]
+        d = d[d["_x"] >= 0]  # 0 (nothing spent yet) stays: drawn on a symmetric-log axis
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for top, dt in d.groupby("topology", sort=False):
         panel: dict[str, dict[str, np.ndarray]] = {}
@@ -77,7 +117,10 @@ def curves(df: pd.DataFrame, x: str, y: str) -> dict[str, dict[str, dict[str, np
             if hi <= lo:
                 grid = np.array([lo])
             elif logx:
-                grid = np.geomspace(lo, hi, GRID_POINTS)
+                pos = min(float(g["_x"][g["_x"] > 0].min()) for g in runs if (g["_x"] > 0).any())
+                grid = np.geomspace(max(lo, pos), hi, GRID_POINTS - (lo == 0))
+                if lo == 0:
+                    grid = np.concatenate(([0.0], grid))
             else:
                 grid = np.linspace(lo, hi, GRID_POINTS)
             ys = np.full((len(runs), len(grid)), np.nan)
@@ -118,7 +161,10 @@ def _log_x(xs: np.ndarray) -> bool:
 
 
 def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: str | None = None) -> Path:
-    """Draw ``y`` against ``x`` (median over seeds, min–max band) to ``out_path`` (PNG)."""
+    """Draw ``y`` against ``x`` (median over seeds, min–max band) to ``out_path`` (PNG, PDF or SVG
+    after its suffix)."""
+    out = Path(out_path)
+    check_format(out)
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -127,15 +173,15 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
     data = curves(df, x, y)
     ylog = bool((pd.to_numeric(df[y], errors="coerce") > 0).any())
     xs_all = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=float)
-    xlog = _log_x(xs_all[np.isfinite(xs_all)])
+    xs_all = xs_all[np.isfinite(xs_all)]
+    xlog = _log_x(xs_all)
     lines: list[str] = []
     for panel in data.values():
         for line in panel:
             if line not in lines:
                 lines.append(line)
     top_y = _y_ceiling(df, y, ylog)
-    cmap = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
-    colors = {line: cmap(i % cmap.N) for i, line in enumerate(lines)}
+    styles = {line: style(i) for i, line in enumerate(lines)}
     k = len(data)
     cols = min(k, 3)
     rows = math.ceil(k / cols)
@@ -143,9 +189,10 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
     for ax, (top, panel) in zip(axes.flat, data.items()):
         for line, c in panel.items():
             med, lo, hi = (np.minimum(c[k], top_y * 1e3) for k in ("median", "lo", "hi"))
-            ax.plot(c["x"], med, color=colors[line], label=line, lw=1.6)
+            ax.plot(c["x"], med, label=line, lw=1.6, **styles[line])
             if len(c["x"]) > 1:
-                ax.fill_between(c["x"], lo, hi, color=colors[line], alpha=0.2, lw=0)
+                ax.fill_between(c["x"], lo, hi, color=styles[line]["color"], alpha=0.2, lw=0)
+            ax.plot(c["x"][:1], med[:1], marker="o", ms=3.5, color=styles[line]["color"], ls="none")  # the start
         if math.isfinite(top_y) and ylog:
             lows = [float(np.nanmin(c["lo"])) for c in panel.values() if np.isfinite(c["lo"]).any()]
             bottom = min(lows) if lows else top_y / 10
@@ -153,30 +200,55 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
         elif math.isfinite(top_y) and top_y > 0:
             ax.set_ylim(top=top_y * 1.05)
         ax.set_title(top)
-        ax.set_xlabel(_NAMES[x])
+        ax.set_xlabel(label(x))
         if xlog:
-            ax.set_xscale("log")
+            _log_x_axis(ax, xs_all)
         if ylog:
             ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes.flat[k:]:
         ax.set_visible(False)
     for r in range(rows):
-        axes[r, 0].set_ylabel(_NAMES[y])
+        axes[r, 0].set_ylabel(label(y))
+    _legend_below(fig, axes.flat[:k], title or f"{y} vs {x}")
+    return _save(fig, out)
+
+
+def _log_x_axis(ax: Axes, xs: np.ndarray) -> None:
+    """Logarithmic x; symmetric-logarithmic (linear below the smallest positive value) when
+    some value is 0, so a curve's first point, at 0, is drawn."""
+    pos = xs[xs > 0]
+    if (xs == 0).any() and len(pos):
+        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.25)
+        ax.set_xlim(left=0.0)  # no negative decades
+    else:
+        ax.set_xscale("log")
+
+
+def _legend_below(fig: Figure, axes: Any, title: str, ncol: int = 4) -> None:
+    """One legend for the figure, below the panels (outside every panel's data)."""
     handles: dict[str, Any] = {}
-    for ax in axes.flat[:k]:
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 4),
-               frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(title or f"{y} vs {x}", fontsize=11)
-    legend_rows = math.ceil(len(handles) / 4)
+            if not lab.startswith("_"):
+                handles.setdefault(lab, h)
+    ncol = max(1, min(len(handles), ncol))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol,
+               frameon=False, bbox_to_anchor=(0.5, 0.0), fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    legend_rows = math.ceil(len(handles) / ncol)
     fig.tight_layout(rect=(0, 0.05 + 0.04 * legend_rows, 1, 0.95))
-    out = Path(out_path)
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    """Write ``fig`` to ``out`` atomically (format from the suffix: PNG at 150 dpi, PDF or SVG as vectors)."""
+    import matplotlib.pyplot as plt
+
+    fmt = check_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out)
     try:
-        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".").lower() or "png")
+        fig.savefig(tmp, dpi=150, format=fmt)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -186,9 +258,102 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
     return out
 
 
+def plot_scaling(per_run: pd.DataFrame, x: str, cost: str, out_path: str | Path,
+                 scaling: pd.DataFrame | None = None) -> Path:
+    """Cost to reach the target against ``x``, log–log: one panel per topology, one line per
+    algorithm (median over the runs at each x with its bootstrap 95 % interval, the fitted
+    line with its slope and interval in the legend), and, where the algorithm declares its
+    complexity, the theory line (its shape over the runs' graphs; its constant unknown, so
+    fitted to the points). ``per_run``: :attr:`fedopt.experiment.report.Report.per_run`."""
+    from fedopt.experiment.report import ALIASES, bootstrap_median, fit_slope, predicted_cost, scaling_table
+
+    out = Path(out_path)
+    check_format(out)
+    xc = ALIASES.get(x, x)
+    if xc not in per_run.columns or cost not in per_run.columns:
+        raise ValueError(f"plot: the report has no column {xc if xc not in per_run.columns else cost!r}")
+    sc = scaling if scaling is not None else scaling_table(per_run, x, cost)
+    pred, formulas, _ = predicted_cost(per_run, cost)
+    d = per_run.assign(_x=pd.to_numeric(per_run[xc], errors="coerce").astype(float), _pred=pred, _formula=formulas)
+    d = d[np.isfinite(d["_x"]) & (d["_x"] > 0)]
+    reached = d[d["reached"].astype(bool) & (pd.to_numeric(d[cost], errors="coerce") > 0)]
+    if len(reached) == 0:
+        raise ValueError(f"plot: no run reached the target, so there is no {cost} to plot against {x}")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    panels = list(pd.unique(d["topology"].astype(str))) if "topology" in d else [""]
+    algs = list(pd.unique(d["algorithm"].astype(str)))
+    k = len(panels)
+    fig, axes = plt.subplots(k, 1, figsize=(10.5, 3.4 * k), squeeze=False)
+    xs_all = np.sort(pd.unique(d["_x"]))
+    for ax, top in zip(axes.flat, panels):
+        dp = d[d["topology"].astype(str) == top] if top else d
+        for i, alg in enumerate(algs):
+            da = dp[dp["algorithm"].astype(str) == alg]
+            ok = da[da["reached"].astype(bool)]
+            if len(ok) == 0:
+                continue
+            st = style(i)
+            xs = np.sort(pd.unique(da["_x"]))
+            meds, los, his = [], [], []
+            for xv in xs:
+                g = da[da["_x"] == xv]
+                vals = np.where(g["reached"].astype(bool), g[cost].to_numpy(dtype=float), np.inf)
+                m, lo, hi = bootstrap_median(vals)
+                meds.append(m)
+                los.append(lo)
+                his.append(hi)
+            m_a, lo_a, hi_a = np.array(meds), np.array(los), np.array(his)
+            fin = np.isfinite(m_a)
+            with np.errstate(invalid="ignore"):
+                err = np.vstack([m_a - lo_a, np.where(np.isfinite(hi_a), hi_a, m_a) - m_a])
+            fit = fit_slope(ok["_x"], ok[cost])
+            row = sc[(sc["algorithm"].astype(str) == alg) & ((sc["topology"].astype(str) == top) if top else True)] \
+                if "topology" in sc else sc[sc["algorithm"].astype(str) == alg]
+            interval = (f" [{fit.lo:.2f}, {fit.hi:.2f}]" if math.isfinite(fit.lo) else "")
+            lab = f"{alg}: {fit.slope:.2f}{interval}" if math.isfinite(fit.slope) else alg
+            missing = int((~da["reached"].astype(bool)).sum())
+            if missing:
+                lab += f" ({missing} runs not reached)"
+            ax.errorbar(xs[fin], m_a[fin], yerr=err[:, fin], color=st["color"], marker=MARKERS[i % len(MARKERS)],
+                        ls="none", ms=4, capsize=2, label=lab)
+            if math.isfinite(fit.slope):
+                xx = np.geomspace(xs[fin].min(), xs[fin].max(), 50) if fin.any() else xs
+                ax.plot(xx, np.exp(fit.intercept) * xx**fit.slope, color=st["color"], ls="-", lw=1.2)
+            theo = ok[np.isfinite(ok["_pred"]) & (ok["_pred"] > 0)]
+            if len(theo) and len(row) and isinstance(row["theory"].iloc[0], str) and row["theory"].iloc[0]:
+                logc = float(np.median(np.log(theo[cost].to_numpy(dtype=float)) - np.log(theo["_pred"].to_numpy())))
+                tx = np.sort(pd.unique(da["_x"][np.isfinite(da["_pred"])]))
+                ty = [math.exp(logc) * float(np.median(da["_pred"][da["_x"] == v])) for v in tx]
+                ax.plot(tx, ty, color=st["color"], ls=":", lw=1.4,
+                        label=f"{alg} theory ∝ {row['theory'].iloc[0]}: {row['theory_slope'].iloc[0]:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if len(xs_all) <= 8:  # few swept values: label them plainly
+            from matplotlib.ticker import FixedLocator, NullLocator
+
+            ax.xaxis.set_major_locator(FixedLocator(list(xs_all)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{v:.3g}" for v in xs_all])
+        ax.set_title(top, fontsize=10)
+        ax.set_xlabel(label(xc if xc != "n_nodes" else "n"))
+        ax.set_ylabel(f"{label(cost)}\nto target", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+                  title="log–log slope [95 % interval]", title_fontsize=7)
+    fig.suptitle(f"{cost} to reach the target vs {x} (median over seeds, bootstrap 95 % interval; theory: "
+                 "declared complexity, constant unknown, fitted)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _save(fig, out)
+
+
 #: The plots :func:`fedopt.experiment.runner.run_experiment` draws: (x, y).
 DEFAULT_PLOTS = (("messages", "dist_opt"), ("grad_evals", "dist_opt"), ("time", "subopt"))
 #: Drawn as well when some topology has link costs (``link_time`` > 0).
 LINK_COST_PLOTS = (("link_time", "dist_opt"),)
 
-__all__ = ["DEFAULT_PLOTS", "LINK_COST_PLOTS", "X_COLUMNS", "Y_COLUMNS", "curves", "plot_results"]
+__all__ = ["DEFAULT_PLOTS", "FORMATS", "LINK_COST_PLOTS", "PALETTE", "X_COLUMNS", "Y_COLUMNS", "curves", "label",
+           "plot_results", "plot_scaling"]

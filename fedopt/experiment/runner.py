@@ -20,6 +20,8 @@ Output directory::
     runs/<id>.parquet  one part per run
     results.parquet    the combined table
     plots/*.png        the default plots (see DEFAULT_PLOTS)
+    report.parquet     the cost-to-target report, when the config has a ``report:`` section
+    report.md          (:mod:`fedopt.experiment.report`), with its scaling plots in plots/
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ log = logging.getLogger(__name__)
 MANIFEST_PACKAGES = ("fedopt", "numpy", "scipy", "networkx", "cvxpy", "pandas", "pyarrow", "torch")
 
 #: What an experiment writes into its output directory (what ``overwrite`` removes), config first.
-OUTPUTS = ("config.yaml", "manifest.json", "results.parquet", "runs", "plots")
+OUTPUTS = ("config.yaml", "manifest.json", "results.parquet", "runs", "plots", "report.parquet", "report.md")
 
 #: Config keys that do not change any result: they may differ when a sweep is resumed
 #: (``base_dir`` is compared separately, only when the config has relative paths).
-EXECUTION_KEYS = ("name", "engine", "engine_options", "parallel", "resources", "base_dir")
+EXECUTION_KEYS = ("name", "engine", "engine_options", "parallel", "resources", "base_dir", "report")
 
 
 def _now() -> str:
@@ -407,6 +409,16 @@ def run_experiment(
                 continue
             plot_files.append(name)
 
+    report: dict[str, Any] | None = None
+    if cfg.report is not None:
+        from fedopt.experiment.report import settings_from, write_report
+
+        try:
+            report = write_report(out, settings_from(cfg.report.model_dump(), plots=plots), df, cfg)
+        except ValueError as exc:  # nothing to report (e.g. every run errored, no x* for dist_opt)
+            report = {"skipped": str(exc)}
+            log.info("report not written: %s", exc)
+
     manifest.update(
         finished=_now(),
         wall_s=round(time.perf_counter() - t0, 3),
@@ -416,6 +428,7 @@ def run_experiment(
         statuses={str(k): int(v) for k, v in final_rows(df)["status"].value_counts().items()} if len(df) else {},
         plots=plot_files,
         plots_skipped=plots_skipped,
+        report=report,
     )
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
     return df

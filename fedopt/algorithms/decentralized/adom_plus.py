@@ -49,6 +49,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from fedopt.algorithms.base import (
+    Complexity,
     Context,
     Layout,
     Mix,
@@ -106,6 +107,15 @@ class ADOMPlus(RowRoundAlgorithm):
     params: ADOMPlusParams
     needs_strong_convexity = True
     layout = {k: Layout.NODE for k in ("x", "y", "z", "m", "x_f", "y_f", "z_f")}
+    #: Thm. 1: O(χ√κ log 1/ε) rounds of |E| communications and n gradients (χ = λ_max/λ₂ of L_G);
+    #: with multi-consensus O(√κ log 1/ε) gradient rounds of K = ⌈χ ln 2⌉ gossip rounds each.
+    complexity = (
+        Complexity("messages", {"edges": 1.0, "chi": 1.0}, 0.5, "Kovalev et al. 2021, Thm. 1"),
+        Complexity("grad_evals", {"n": 1.0}, 0.5, "Kovalev et al. 2021, Thm. 1 and eq. (18) (multi-consensus)",
+                   when={"multi_consensus": True}),
+        Complexity("grad_evals", {"n": 1.0, "chi": 1.0}, 0.5, "Kovalev et al. 2021, Thm. 1",
+                   when={"multi_consensus": False}),
+    )
     prepared_type = ADOMPlusPrepared
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[ADOMPlusPrepared]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
+from fedopt.algorithms.base import Complexity, Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.decentralized.adom_plus import laplacian_spectrum
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.problems.base import Problem, quadratic_form
@@ -67,6 +67,13 @@ class Continuized(EventAlgorithm):
     params: ContinuizedParams
     needs_strong_convexity = True
     layout = {"y": Layout.NODE, "z": Layout.NODE, "T": Layout.NODE}
+    #: App. H: rate η = √(μ_g/R)·√(μ/L) at one communication per unit time (event_rate rescales
+    #: time only), so O(√(R/μ_g)·√κ log 1/ε) = O(√(2χ1χ2) of L_G/|E|) = O(|E|·√(χ1χ2) of L_G)
+    #: communications, two dual gradients each.
+    complexity = (
+        Complexity("messages", {"edges": 1.0, "sqrt_chi1_chi2": 1.0}, 0.5, "Even et al. 2021, App. H"),
+        Complexity("grad_evals", {"edges": 1.0, "sqrt_chi1_chi2": 1.0}, 0.5, "Even et al. 2021, App. H"),
+    )
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[ContinuizedPrepared]:
         if problem.mu is None or not problem.mu > 0:

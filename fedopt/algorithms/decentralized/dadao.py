@@ -47,7 +47,7 @@ import numba
 import numpy as np
 from pydantic import Field
 
-from fedopt.algorithms.base import Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
+from fedopt.algorithms.base import Complexity, Context, EventAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -380,6 +380,13 @@ class DADAO(EventAlgorithm):
     params: DADAOParams
     needs_strong_convexity = True
     layout = {"s": Layout.NODE, "T": Layout.NODE}
+    #: Thm. 1 with uniform rates at 2χ1χ2 = 1: time O(√κ log 1/ε) (n gradients per unit) at
+    #: λ_tot = √(2χ1χ2) of L_G/|E| = √2·|E|·√(χ1χ2) of L_G communications per unit time.
+    complexity = (
+        Complexity("messages", {"edges": 1.0, "sqrt_chi1_chi2": 1.0}, 0.5,
+                   "Nabli & Oyallon 2023, Thm. 1 (uniform rates λ_tot = √(2χ1χ2) of L_G/|E|)"),
+        Complexity("grad_evals", {"n": 1.0}, 0.5, "Nabli & Oyallon 2023, Thm. 1"),
+    )
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[DADAOPrepared]:
         """Rates of every graph (uniform at the condition from the worst-case χ's over the

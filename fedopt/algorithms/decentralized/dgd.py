@@ -35,6 +35,10 @@ class DGD(RowRoundAlgorithm):
     Params = DGDParams
     params: DGDParams
     layout = {"x": Layout.NODE}
+    #: None declared: with a constant step the iterates stall at a distance O(α/(1−σ₂(W))) from x*
+    #: (Yuan et al. 2016, Thm. 4), and with α_k → 0 the rate is sublinear, so there is no
+    #: log(1/ε) cost to reach an arbitrary target to predict.
+    complexity = ()
 
     prepared_type = MixingPrepared
 

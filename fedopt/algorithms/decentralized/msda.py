@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from fedopt.algorithms.base import (
+    Complexity,
     Context,
     Layout,
     Mix,
@@ -75,6 +76,12 @@ class MSDA(RowRoundAlgorithm):
     needs_strong_convexity = True
     layout = {"x": Layout.NODE, "y": Layout.NODE}
     prepared_type = MSDAPrepared
+    #: Thm. 3: O(√κ log 1/ε) rounds of n dual gradients and K = ⌊1/√γ⌋ gossip steps over |E|
+    #: edges, γ = λ₂/λ_max = 1/χ of L_G (scale-free, so that of L_G/|E| too).
+    complexity = (
+        Complexity("messages", {"edges": 1.0, "chi": 0.5}, 0.5, "Scaman et al. 2017, Thm. 3"),
+        Complexity("grad_evals", {"n": 1.0}, 0.5, "Scaman et al. 2017, Thm. 3"),
+    )
 
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> list[MSDAPrepared]:
         if problem.mu is None or not problem.mu > 0:
