@@ -51,7 +51,7 @@ class GD(FederatedAlgorithm):
 
     def client_update(self, payload: dict[str, np.ndarray], state: State, ctx: Context, clients: IntArray,
                       r: int) -> tuple[FloatArray, FloatArray]:
-        X = np.ascontiguousarray(np.broadcast_to(payload["x"], (len(clients), ctx.d)))
+        X = np.tile(payload["x"], (len(clients), 1))
         G = ctx.oracle.grad(X, clients)
         ctx.channel.send(clients, ctx.d)
         return G, np.ones(len(clients))

@@ -105,6 +105,7 @@ class Diff2(FederatedAlgorithm):
     Params = Diff2Params
     params: Diff2Params
     layout = {"x": Layout.SERVER, "x_prev": Layout.SERVER, "v": Layout.SERVER}
+    needs_samples = True
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
@@ -219,11 +220,9 @@ class Diff2(FederatedAlgorithm):
         n_p = prep.n_samples[clients]
         idx, mask = all_samples(n_p)
         restart, c = bool(payload["restart"]), float(payload["clip"])
-        X = np.broadcast_to(payload["x"], (k, ctx.d))
-        G = ctx.oracle.sample_grads(np.ascontiguousarray(X), clients, idx, mask)
+        G = ctx.oracle.sample_grads(np.tile(payload["x"], (k, 1)), clients, idx, mask)
         if not restart:
-            Xp = np.broadcast_to(payload["x_prev"], (k, ctx.d))
-            G = G - ctx.oracle.sample_grads(np.ascontiguousarray(Xp), clients, idx, mask)
+            G = G - ctx.oracle.sample_grads(np.tile(payload["x_prev"], (k, 1)), clients, idx, mask)
         means = GaussianMechanism.node_means(G, c, n_p, mask)
         mech = prep.restart if restart else prep.difference
         if mech is not None:

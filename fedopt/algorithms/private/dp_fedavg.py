@@ -20,7 +20,7 @@ releases: ``E·R`` Gaussian releases with multiplier ``z`` (replace-one, the ful
 distance in ``z``).
 
 ``z`` is calibrated to the target (ε, δ) for ``rounds`` planned rounds, or given
-(``noise_multiplier``). Counting as FedAvg: ``E`` gradient evaluations and local steps per
+(``noise_multiplier``, 1 by default). Counting as FedAvg: ``E`` gradient evaluations and local steps per
 kept client; one broadcast and one upload of ``d`` floats per kept client.
 """
 
@@ -52,7 +52,7 @@ class DPFedAvgParams(Params):
     clip: float = Field(1.0, gt=0, description="update norm S (client level) or per-sample threshold C (record level)")
     client_rate: float = Field(1.0, gt=0, le=1, description="Poisson user sampling rate q (client level)")
     epsilon: float | None = Field(None, gt=0, description="target ε (calibrates the noise)")
-    noise_multiplier: float | None = Field(None, gt=0, description="z, instead of a target ε")
+    noise_multiplier: float = Field(1.0, gt=0, description="z when no target ε is given")
     delta: float = Field(1e-5, gt=0, lt=1, description="target δ")
     rounds: int | None = Field(None, ge=1, description="planned rounds R the noise is calibrated for")
     accountant: Literal["pld", "rdp"] = Field("pld", description="dp-accounting accountant")
@@ -69,12 +69,13 @@ class DPFedAvg(FederatedAlgorithm):
     Params = DPFedAvgParams
     params: DPFedAvgParams
     layout = {"x": Layout.SERVER}
+    needs_samples = True
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if (p.epsilon is None) == (p.noise_multiplier is None):
-            raise ValueError(f"{where}: epsilon: give exactly one of epsilon (with rounds) or noise_multiplier")
+        if p.epsilon is not None and "noise_multiplier" in p.model_fields_set:
+            raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
         if p.epsilon is not None and p.rounds is None:
             raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
         if p.level == "record" and p.client_rate != 1.0:
@@ -94,8 +95,8 @@ class DPFedAvg(FederatedAlgorithm):
         m.setflags(write=False)
         q, per_round = self._per_round()
         z = p.noise_multiplier
-        if z is None:
-            assert p.epsilon is not None and p.rounds is not None
+        if p.epsilon is not None:
+            assert p.rounds is not None
             count = p.rounds * per_round
             try:
                 z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), count)]), p.epsilon,

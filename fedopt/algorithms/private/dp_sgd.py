@@ -13,7 +13,7 @@ Accounting: one ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` per round with
 ``relation: replace_one`` (record-level replace-one adjacency, as DIFF2's; PLD only) or
 ``add_or_remove_one``; ``z`` is relative to the per-record bound under either (the
 accountants' convention for subsampled Gaussians). ``z`` is calibrated to the target
-(ε, δ) for ``rounds`` planned rounds, or given (``noise_multiplier``).
+(ε, δ) for ``rounds`` planned rounds, or given (``noise_multiplier``, 1 by default).
 
 Counting: ``|B_p| / n_p`` gradient evaluations per node and round (the samples drawn);
 one ``d``-float broadcast and upload per node.
@@ -43,7 +43,7 @@ class DPSGDParams(Params):
     clip: float = Field(1.0, gt=0, description="per-sample gradient threshold C")
     sampling_rate: float = Field(0.1, gt=0, le=1, description="Poisson sampling rate q of each sample")
     epsilon: float | None = Field(None, gt=0, description="target ε (calibrates the noise)")
-    noise_multiplier: float | None = Field(None, gt=0, description="z, instead of a target ε")
+    noise_multiplier: float = Field(1.0, gt=0, description="z when no target ε is given")
     delta: float = Field(1e-5, gt=0, lt=1, description="target δ")
     rounds: int | None = Field(None, ge=1, description="planned rounds R the noise is calibrated for")
     accountant: Literal["pld", "rdp"] = Field("pld", description="dp-accounting accountant")
@@ -62,12 +62,13 @@ class DPSGD(FederatedAlgorithm):
     Params = DPSGDParams
     params: DPSGDParams
     layout = {"x": Layout.SERVER}
+    needs_samples = True
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if (p.epsilon is None) == (p.noise_multiplier is None):
-            raise ValueError(f"{where}: epsilon: give exactly one of epsilon (with rounds) or noise_multiplier")
+        if p.epsilon is not None and "noise_multiplier" in p.model_fields_set:
+            raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
         if p.epsilon is not None and p.rounds is None:
             raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
         if p.accountant == "rdp" and p.relation == "replace_one":
@@ -79,8 +80,8 @@ class DPSGD(FederatedAlgorithm):
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
         z = p.noise_multiplier
-        if z is None:
-            assert p.epsilon is not None and p.rounds is not None
+        if p.epsilon is not None:
+            assert p.rounds is not None
             rounds, q = p.rounds, p.sampling_rate
             try:
                 z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), rounds)]), p.epsilon,
@@ -119,7 +120,7 @@ class DPSGD(FederatedAlgorithm):
             order = np.argsort(~keep, axis=1, kind="stable")[:, :b]  # each node's drawn samples first
             mask = np.take_along_axis(keep, order, axis=1).astype(np.float64)
             idx = np.where(mask > 0, order, 0)
-            X = np.ascontiguousarray(np.broadcast_to(payload["x"], (k, ctx.d)))
+            X = np.tile(payload["x"], (k, 1))
             G = ctx.oracle.sample_grads(X, clients, idx, mask)
             sums = GaussianMechanism.node_sums(G, p.clip, mask)
         msgs = sums / (p.sampling_rate * n_p[:, None])
