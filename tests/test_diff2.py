@@ -137,7 +137,7 @@ def test_injected_noise_has_the_calibrated_std_on_restarts_and_differences() -> 
     for noise in (np.array(restart_noise), np.array(diff_noise)):
         stat, dof = float((noise**2).sum()), noise.size
         assert 1e-3 < stats.chi2.sf(stat, dof) < 1 - 1e-3
-    assert meter.privacy is not None and meter.privacy.releases() == 400
+    assert meter.privacy is not None and meter.privacy.releases() == 400  # type: ignore[attr-defined]
 
 
 # ---- the epsilon column ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -162,6 +162,10 @@ class PrivacyRecord(Protocol):
     """What a meter reads of a private run's record of releases
     (:class:`fedopt.privacy.accounting.PrivacyLedger` is one)."""
 
+    def record(self, event: Any, count: int = 1) -> None:
+        """Add ``count`` releases of ``event``."""
+        ...
+
     def epsilon(self) -> float:
         """The cumulative ε of the releases so far."""
         ...
@@ -176,7 +180,8 @@ class Meter:
     ``bytes_per_float`` converts float counts into bytes (8 for float64).
     ``sim_time`` is the simulated time reached; ``link_time`` the sum of the
     link-cost model's transfer times of all messages. ``privacy`` is a private run's
-    record of its releases (set by the algorithm's server step on the driver); like the
+    record of its releases (opened by :meth:`Channel.open_privacy`, added to by
+    :meth:`Channel.account` in the server step on the driver); like the
     counters it is reduced lazily: :meth:`flush` (at every record point) sets ``epsilon``
     from it, so the accountant runs once per checkpoint, not once per release.
     """
@@ -313,6 +318,18 @@ class Channel:
         """The server sends one message of ``floats`` numbers to each node in ``dst``."""
         self.meter.communications += float(np.size(dst))
         self.meter.server_floats += float(np.size(dst)) * floats
+
+    def open_privacy(self, record: PrivacyRecord) -> None:
+        """Start the run's record of private releases (a private algorithm's ``init``); the
+        meter's ``epsilon`` is read from it at every record point."""
+        self.meter.privacy = record
+
+    def account(self, event: Any, count: int = 1) -> None:
+        """Record ``count`` private releases of ``event`` (a DP event) in the run's record."""
+        if self.meter.privacy is None:
+            raise ValueError("a private release was accounted before the run opened its privacy record "
+                             "(ctx.channel.open_privacy in the algorithm's init)")
+        self.meter.privacy.record(event, count)
 
     def send_all(self, floats: float, count: float = 1.0) -> None:
         """Every node sends ``count`` messages of ``floats`` numbers (one synchronous round)."""

@@ -37,8 +37,9 @@ import dp_accounting as dpa
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.core.meter import Channel
 from fedopt.core.rng import NodeStream
-from fedopt.privacy.accounting import PrivacyLedger, gaussian_event
+from fedopt.privacy.accounting import gaussian_event
 from fedopt.privacy.clipping import clipped_node_means, clipped_node_sums
 
 #: Where the noise is added.
@@ -110,6 +111,6 @@ class GaussianMechanism:
             return aggregate
         return aggregate + (c * self.sigma) * rng.standard_normal(np.shape(aggregate))
 
-    def account(self, ledger: PrivacyLedger, count: int = 1) -> None:
-        """Record ``count`` releases in the run's ledger."""
-        ledger.record(self.event(), count)
+    def account(self, channel: Channel, count: int = 1) -> None:
+        """Record ``count`` releases in the run's ledger, through the channel that counts them."""
+        channel.account(self.event(), count)

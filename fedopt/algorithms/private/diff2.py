@@ -186,7 +186,7 @@ class Diff2(FederatedAlgorithm):
     def init(self, ctx: Context) -> State:
         p = self.params
         if p.epsilon is not None:
-            ctx.meter.privacy = PrivacyLedger(p.delta, p.accountant)
+            ctx.channel.open_privacy(PrivacyLedger(p.delta, p.accountant))
         x = self.initial_point(ctx)
         return {"x": x, "x_prev": x.copy(), "v": np.zeros(ctx.d)}
 
@@ -237,7 +237,7 @@ class Diff2(FederatedAlgorithm):
         mech = prep.restart if restart else prep.difference
         if mech is not None:
             avg = mech.release(avg, c, ctx.rng["noise"])
-            mech.account(ctx.meter.privacy)  # type: ignore[arg-type]
+            mech.account(ctx.channel)
         v = avg if restart else state["v"] + avg
         x = state["x"]
         x_new = x - self.params.lr * v if self.routine == "gd" else self._bvr_local_sgd(x, v, ctx, prep)
@@ -259,7 +259,7 @@ class Diff2(FederatedAlgorithm):
             g = clip_per_sample(G, c).sum(axis=1)[0] / p.batch_size
             if prep.local is not None:
                 g = prep.local.release(g, c, ctx.rng["noise"])
-                prep.local.account(ctx.meter.privacy)  # type: ignore[arg-type]
+                prep.local.account(ctx.channel)
             v = v + g
             x_old, x_cur = x_cur, x_cur - p.lr * v
         ctx.oracle.local_step(node, float(p.local_steps))

@@ -114,7 +114,7 @@ class DPFedAvg(FederatedAlgorithm):
         return initial_model(ctx)
 
     def init(self, ctx: Context) -> State:
-        ctx.meter.privacy = PrivacyLedger(self.params.delta, self.params.accountant)
+        ctx.channel.open_privacy(PrivacyLedger(self.params.delta, self.params.accountant))
         return {"x": self.initial_point(ctx)}
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
@@ -154,8 +154,8 @@ class DPFedAvg(FederatedAlgorithm):
         p, mech = self.params, ctx.prepared_as(DPFedAvgPrepared).mechanism
         if p.level == "client":
             step = mech.release(weighted_sum / (p.client_rate * ctx.n), p.clip, ctx.rng["noise"])
-            mech.account(ctx.meter.privacy)  # type: ignore[arg-type]
+            mech.account(ctx.channel)
         else:
             step = weighted_sum / weight_total
-            mech.account(ctx.meter.privacy, p.local_steps)  # type: ignore[arg-type]
+            mech.account(ctx.channel, p.local_steps)
         return {"x": state["x"] + p.server_lr * step}

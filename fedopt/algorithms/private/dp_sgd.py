@@ -96,7 +96,7 @@ class DPSGD(FederatedAlgorithm):
         return initial_model(ctx)
 
     def init(self, ctx: Context) -> State:
-        ctx.meter.privacy = PrivacyLedger(self.params.delta, self.params.accountant, self.params.relation)
+        ctx.channel.open_privacy(PrivacyLedger(self.params.delta, self.params.accountant, self.params.relation))
         return {"x": self.initial_point(ctx)}
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
@@ -131,5 +131,5 @@ class DPSGD(FederatedAlgorithm):
     def aggregate(self, state: State, ctx: Context, weighted_sum: FloatArray, weight_total: float, r: int) -> State:
         mech = ctx.prepared_as(DPSGDPrepared).mechanism
         g = mech.release(weighted_sum / weight_total, self.params.clip, ctx.rng["noise"])
-        mech.account(ctx.meter.privacy)  # type: ignore[arg-type]
+        mech.account(ctx.channel)
         return {"x": state["x"] - self.params.lr * g}
