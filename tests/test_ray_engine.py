@@ -9,7 +9,7 @@ import pytest
 import ray  # a dependency: a missing ray is a failure, not a skip
 from equivalence import assert_same_rows, equivalence_spec
 
-from fedopt.algorithms import available_algorithms, make_algorithm
+from fedopt.algorithms import algorithm_class, available_algorithms, make_algorithm
 from fedopt.core.meter import Channel, Meter
 from fedopt.engines.base import RunSpec, StopCriteria, make_engine
 from fedopt.engines.sharded.meters import merge_meters
@@ -62,9 +62,10 @@ def _spec(name: str, seed: int = 3, problem=PROB, **params) -> RunSpec:
 @pytest.mark.parametrize("name", available_algorithms())
 @pytest.mark.parametrize("actors", [2, 3])
 def test_same_rows_as_local(engines, name: str, actors: int) -> None:
-    ref = make_engine("local").run(_spec(name))
-    assert ref.status == "ok", f"{name} must run on the small quadratic with its default parameters: {ref.message}"
-    got = engines[actors].run(_spec(name))
+    problem = LS_PROB if algorithm_class(name).needs_samples else PROB
+    ref = make_engine("local").run(_spec(name, problem=problem))
+    assert ref.status == "ok", f"{name} must run on the small problem with its default parameters: {ref.message}"
+    got = engines[actors].run(_spec(name, problem=problem))
     assert got.status == "ok", got.message
     # every registered algorithm's default handlers are deterministic: no per-shard draws
     assert "random streams" not in got.message, got.message

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from equivalence import assert_same_rows, equivalence_spec
 
-from fedopt.algorithms import available_algorithms, make_algorithm
+from fedopt.algorithms import algorithm_class, available_algorithms, make_algorithm
 from fedopt.engines.base import RunSpec, ShardLost, StopCriteria, available_engines, make_engine
 from fedopt.engines.sharded.inprocess import InProcessTransport
 from fedopt.engines.sharded.simulation import ShardedSimulation
@@ -58,8 +58,9 @@ def test_the_engine_is_registered() -> None:
 @pytest.mark.parametrize("name", available_algorithms())
 @pytest.mark.parametrize("shards", [1, 2, 3])
 def test_same_rows_as_local(name: str, shards: int) -> None:
-    ref = make_engine("local").run(_spec(name))
-    assert_same_run(ref, make_engine("sharded", num_shards=shards).run(_spec(name)))
+    problem = LS_PROB if algorithm_class(name).needs_samples else PROB
+    ref = make_engine("local").run(_spec(name, problem=problem))
+    assert_same_run(ref, make_engine("sharded", num_shards=shards).run(_spec(name, problem=problem)))
 
 
 @pytest.mark.parametrize("name", ["gossip_sgd", "dadao", "fedavg"])

@@ -14,10 +14,11 @@ import pytest
 
 import fedopt
 import fedopt.algorithms
-from fedopt.algorithms import Layout, available_algorithms, make_algorithm
+from fedopt.algorithms import Layout, algorithm_class, available_algorithms, make_algorithm
 from fedopt.algorithms.base import Context, EventAlgorithm, LayoutError, Prepared
 from fedopt.algorithms.decentralized.mixing import MixingPrepared
 from fedopt.engines.base import RunSpec, Simulation, StopCriteria, make_engine
+from fedopt.problems.empirical import least_squares
 from fedopt.problems.quadratic import random_quadratic
 from fedopt.topology.graph import Topology
 from fedopt.topology.mixing import mixing_matrix
@@ -26,6 +27,10 @@ from fedopt.topology.time_varying import TimeVaryingTopology
 N, D = 10, 3
 TOP = Topology.from_networkx("rgg", nx.random_geometric_graph(N, 0.6, seed=2))
 PROB = random_quadratic(N, D, mu=1.0, L=5.0, seed=1)
+#: Problems with data (per-sample gradients) for the algorithms that need them.
+DATA = least_squares(N, {"source": "synthetic", "task": "regression", "n_samples": 12 * N, "d": D}, reg=0.1, seed=1)
+OTHER_DATA = least_squares(N, {"source": "synthetic", "task": "regression", "n_samples": 9 * N, "d": D}, reg=0.2,
+                           seed=7)
 ALGORITHMS = Path(fedopt.algorithms.__file__).parent
 PACKAGE = Path(fedopt.__file__).parent
 
@@ -39,7 +44,7 @@ def _spec(algo, rounds: int = 3, problem=PROB) -> RunSpec:
 @pytest.mark.parametrize("name", available_algorithms())
 def test_every_algorithm_declares_the_layout_of_its_state(name: str) -> None:
     algo = make_algorithm(name)
-    sim = Simulation(_spec(algo))
+    sim = Simulation(_spec(algo, problem=DATA if algo.needs_samples else PROB))
     sim.start()
     assert set(sim.layout) == set(sim.state) and sim.state
     assert all(isinstance(v, Layout) and v in algo.allowed_layouts for v in sim.layout.values())
@@ -159,10 +164,10 @@ def test_an_algorithm_object_keeps_no_run_state(name: str) -> None:
     """After a run the algorithm object holds its parameters only, and a second run of the same
     object on another problem is that problem's run."""
     algo = make_algorithm(name)
-    first = make_engine("local").run(_spec(algo))
+    first = make_engine("local").run(_spec(algo, problem=DATA if algo.needs_samples else PROB))
     assert first.status == "ok", first.message
     assert set(vars(algo)) == {"params"}, sorted(vars(algo))
-    other = random_quadratic(N, D, mu=2.0, L=9.0, seed=7)
+    other = OTHER_DATA if algo.needs_samples else random_quadratic(N, D, mu=2.0, L=9.0, seed=7)
     again = make_engine("local").run(_spec(algo, problem=other))
     fresh = make_engine("local").run(_spec(make_algorithm(name), problem=other))
     assert again.status == fresh.status == "ok"

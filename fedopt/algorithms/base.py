@@ -213,6 +213,8 @@ class Algorithm(ABC):
     Params: ClassVar[type[Params]] = Params
     #: True for first-order methods that need L/μ of the problem.
     needs_strong_convexity: ClassVar[bool] = False
+    #: True for methods that need per-sample gradients (a problem that holds data).
+    needs_samples: ClassVar[bool] = False
     #: The :class:`Layout` of every key of the state ``init`` returns (an algorithm whose
     #: layout depends on its parameters overrides :meth:`state_layout` instead).
     layout: ClassVar[Mapping[str, Layout]] = {}

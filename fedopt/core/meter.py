@@ -14,7 +14,9 @@ differently, and an edge present in several graphs accumulates in one place.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -156,6 +158,19 @@ class _PairCounter:
         self.flush()
 
 
+class PrivacyRecord(Protocol):
+    """What a meter reads of a private run's record of releases
+    (:class:`fedopt.privacy.accounting.PrivacyLedger` is one)."""
+
+    def record(self, event: Any, count: int = 1) -> None:
+        """Add ``count`` releases of ``event``."""
+        ...
+
+    def epsilon(self) -> float:
+        """The cumulative ε of the releases so far."""
+        ...
+
+
 @dataclass
 class Meter:
     """Counts of one run, per node (and per edge for messages).
@@ -164,7 +179,11 @@ class Meter:
     over every graph a run has gossiped on (:meth:`per_edge`).
     ``bytes_per_float`` converts float counts into bytes (8 for float64).
     ``sim_time`` is the simulated time reached; ``link_time`` the sum of the
-    link-cost model's transfer times of all messages.
+    link-cost model's transfer times of all messages. ``privacy`` is a private run's
+    record of its releases (opened by :meth:`Channel.open_privacy`, added to by
+    :meth:`Channel.account` in the server step on the driver); like the
+    counters it is reduced lazily: :meth:`flush` (at every record point) sets ``epsilon``
+    from it, so the accountant runs once per checkpoint, not once per release.
     """
 
     n: int
@@ -181,6 +200,7 @@ class Meter:
     sim_time: float = 0.0
     link_time: float = 0.0
     epsilon: float | None = None
+    privacy: PrivacyRecord | None = None
 
     def __post_init__(self) -> None:
         for name in NODE_COUNTERS:
@@ -192,6 +212,8 @@ class Meter:
         for name in NODE_COUNTERS:
             getattr(self, name).flush()
         self.edge_messages.flush()
+        if self.privacy is not None:
+            self.epsilon = float(self.privacy.epsilon())
 
     # ---- totals -------------------------------------------------------------
     def totals(self) -> dict[str, float]:
@@ -221,6 +243,7 @@ class Meter:
         d["edge_pairs"] = self.edge_messages.pairs()
         d["edge_messages"] = self.edge_messages.values.copy()
         d.update(communications=self.communications, server_floats=self.server_floats, rounds=self.rounds, sim_time=self.sim_time, link_time=self.link_time, epsilon=self.epsilon)
+        d["privacy"] = copy.deepcopy(self.privacy)
         return d
 
     def load_state_dict(self, d: dict[str, object]) -> None:
@@ -240,6 +263,7 @@ class Meter:
         self.sim_time = float(d["sim_time"])  # type: ignore[arg-type]
         self.link_time = float(d["link_time"])  # type: ignore[arg-type]
         self.epsilon = d["epsilon"]  # type: ignore[assignment]
+        self.privacy = copy.deepcopy(d.get("privacy"))  # type: ignore[assignment]
 
 
 class Channel:
@@ -294,6 +318,18 @@ class Channel:
         """The server sends one message of ``floats`` numbers to each node in ``dst``."""
         self.meter.communications += float(np.size(dst))
         self.meter.server_floats += float(np.size(dst)) * floats
+
+    def open_privacy(self, record: PrivacyRecord) -> None:
+        """Start the run's record of private releases (a private algorithm's ``init``); the
+        meter's ``epsilon`` is read from it at every record point."""
+        self.meter.privacy = record
+
+    def account(self, event: Any, count: int = 1) -> None:
+        """Record ``count`` private releases of ``event`` (a DP event) in the run's record."""
+        if self.meter.privacy is None:
+            raise ValueError("a private release was accounted before the run opened its privacy record "
+                             "(ctx.channel.open_privacy in the algorithm's init)")
+        self.meter.privacy.record(event, count)
 
     def send_all(self, floats: float, count: float = 1.0) -> None:
         """Every node sends ``count`` messages of ``floats`` numbers (one synchronous round)."""

@@ -346,8 +346,12 @@ class CountingOracle:
         self.meter.queries.add(nodes)
         return self.problem.value(X, nodes)
 
-    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
-        self.meter.grad_evals.add(nodes, idx.shape[1] / self._m[nodes])
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray, mask: FloatArray | None = None) -> FloatArray:
+        """Per-sample gradients ``[k, b, d]`` (:meth:`Problem.sample_grads`), ``b / m_i``
+        gradient evaluations per row; with ``mask [k, b]`` (0/1: the samples a row really
+        uses when rows of unequal sample counts are padded to one ``b``) ``Σ_j mask_kj / m_i``."""
+        used = idx.shape[1] if mask is None else np.asarray(mask, dtype=np.float64).sum(axis=1)
+        self.meter.grad_evals.add(nodes, used / self._m[nodes])
         return self.problem.sample_grads(X, nodes, idx)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
