@@ -60,8 +60,10 @@ def test_unbiased_for_the_smoothed_gradient(kind: str, scheme: str) -> None:
 def test_orthonormal_directions_are_orthonormal_frames() -> None:
     U = sample_directions("orthonormal", NodeStreams(1, 3)["directions"], np.array([0, 2, 1]), 4, 9)
     np.testing.assert_allclose(np.einsum("kqd,kpd->kqp", U, U), np.broadcast_to(np.eye(4), (3, 4, 4)), atol=1e-12)
-    with pytest.raises(ValueError, match="Q <= d"):
-        sample_directions("orthonormal", NodeStreams(1, 3)["directions"], np.array([0]), 10, 9)
+    # Q > d: independent orthonormal blocks of d directions
+    V = sample_directions("orthonormal", NodeStreams(1, 3)["directions"], np.array([0]), 11, 4)[0]
+    for blk in (V[:4], V[4:8], V[8:]):
+        np.testing.assert_allclose(blk @ blk.T, np.eye(len(blk)), atol=1e-12)
 
 
 def test_draws_are_per_client() -> None:

@@ -41,8 +41,9 @@ def sample_directions(kind: str, rng: NodeStream, nodes: IntArray, Q: int, d: in
     """``[k, Q, d]`` directions for the rows of ``nodes`` from the per-node stream ``rng``.
 
     ``gaussian``: i.i.d. ``N(0, I)``; ``sphere``: uniform on the unit sphere;
-    ``orthonormal``: Gram–Schmidt of ``Q ≤ d`` Gaussian vectors (a Haar-random frame,
-    signs fixed so that the frame does not depend on the QR routine's sign choice).
+    ``orthonormal``: Gram–Schmidt of Gaussian vectors (a Haar-random frame, signs fixed so
+    that it does not depend on the QR routine's sign choice), in independent blocks of at
+    most ``d`` when ``Q > d`` (the FZooS code's Gram–Schmidt has no direction left then).
     """
     if kind not in DIRECTIONS:
         raise ValueError(f"directions: {kind!r} is not one of {', '.join(DIRECTIONS)}")
@@ -53,12 +54,15 @@ def sample_directions(kind: str, rng: NodeStream, nodes: IntArray, Q: int, d: in
         return G
     if kind == "sphere":
         return G / np.linalg.norm(G, axis=2, keepdims=True)
-    if Q > d:
-        raise ValueError(f"directions: orthonormal needs Q <= d, got Q = {Q} > d = {d}")
-    Qm, R = np.linalg.qr(G.transpose(0, 2, 1))  # [k, d, Q], R [k, Q, Q]
+    return np.concatenate([_orthonormalize(G[:, s:s + d]) for s in range(0, Q, d)], axis=1)
+
+
+def _orthonormalize(G: FloatArray) -> FloatArray:
+    """Gram–Schmidt of the rows of every ``G[k]`` (``[k, q, d]``, ``q <= d``) as one batched QR."""
+    Qm, R = np.linalg.qr(G.transpose(0, 2, 1))  # [k, d, q], R [k, q, q]
     sign = np.sign(np.diagonal(R, axis1=1, axis2=2))
     sign[sign == 0] = 1.0
-    return (Qm * sign[:, None, :]).transpose(0, 2, 1)
+    return (Qm * sign[:, None, :]).transpose(0, 2, 1)  # type: ignore[no-any-return]
 
 
 def fd_gradient(oracle: CountingOracle, X: FloatArray, nodes: IntArray, U: FloatArray, mu: float,
