@@ -116,3 +116,14 @@ def test_rff_surrogate_converges_to_the_exact_gp_mean() -> None:
 def test_bad_kernel_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="'rbf' is not one of se, matern52"):
         Kernel("rbf")
+
+
+def test_block_updates_keep_the_inverse_and_the_scores_of_a_refit() -> None:
+    X, y = _data(3, 50, 5, seed=5)
+    gp = BatchedGP(Kernel("se", 1.0), X[:, :30], y[:, :30], noise=1e-4)
+    C = X[:, :8] + 0.02
+    gp.grad_var_trace(C)  # builds the inverse, which the updates then carry along
+    for s, e in ((30, 31), (31, 36), (36, 50)):
+        gp.append(X[:, s:e], y[:, s:e])
+    ref = BatchedGP(Kernel("se", 1.0), X, y, noise=1e-4)
+    np.testing.assert_allclose(gp.grad_var_trace(C).numpy(), ref.grad_var_trace(C).numpy(), rtol=1e-7, atol=1e-9)

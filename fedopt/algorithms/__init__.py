@@ -14,7 +14,7 @@ from fedopt.algorithms.base import (
     register_algorithm,
 )
 from fedopt.algorithms.decentralized import dgd, gossip_sgd  # noqa: F401
-from fedopt.algorithms.federated import fedavg, fedzo, zo_fedavg, zo_fedprox, zo_scaffold  # noqa: F401
+from fedopt.algorithms.federated import fedavg, fedzo, fzoos, zo_fedavg, zo_fedprox, zo_scaffold  # noqa: F401
 from fedopt.algorithms.decentralized import adom_plus, continuized, dadao, gradient_tracking, msda  # noqa: F401
 
 __all__ = [

@@ -102,6 +102,8 @@ class BatchedGP:
         self.X, self.y = X, y
         self._auto_mean = mean is None
         self.m = y.mean(dim=1) if mean is None else mean
+        self._XX = X @ X.transpose(-1, -2)
+        self._A: torch.Tensor | None = None
         K = kernel.k(X, X)
         self.L = torch.linalg.cholesky(K + self.noise * torch.eye(X.shape[1], dtype=X.dtype, device=X.device))
         self._solve()
@@ -109,7 +111,6 @@ class BatchedGP:
     def _solve(self) -> None:
         r = (self.y - self.m[:, None]).unsqueeze(-1)
         self.alpha = torch.cholesky_solve(r, self.L).squeeze(-1)
-        self._A: torch.Tensor | None = None
 
     def append(self, Xn: torch.Tensor, yn: torch.Tensor) -> None:
         """Add ``Xn [k, q, d]``, ``yn [k, q]``: the factor grows by a block (no refit)."""
@@ -122,12 +123,31 @@ class BatchedGP:
         L[:, :n, :n] = self.L
         L[:, n:, :n] = B
         L[:, n:, n:] = C
+        A = self._A
+        if A is not None:  # the inverse by blocks (Schur complement S = CCᵀ): O(n²q), no refit
+            AK = A @ K12                                                       # [k, n, q]
+            eye = torch.eye(q, dtype=L.dtype, device=L.device).expand(k, q, q)
+            Sinv = torch.cholesky_solve(eye, C)
+            top = -AK @ Sinv
+            A2 = torch.empty_like(L)
+            A2[:, :n, :n] = A - top @ AK.transpose(-1, -2)
+            A2[:, :n, n:] = top
+            A2[:, n:, :n] = top.transpose(-1, -2)
+            A2[:, n:, n:] = Sinv
         self.L = L
+        XXn = self.X @ Xn.transpose(-1, -2)
+        XX = torch.empty_like(L)
+        XX[:, :n, :n] = self._XX
+        XX[:, :n, n:] = XXn
+        XX[:, n:, :n] = XXn.transpose(-1, -2)
+        XX[:, n:, n:] = Xn @ Xn.transpose(-1, -2)
         self.X = torch.cat((self.X, Xn), dim=1)
         self.y = torch.cat((self.y, yn), dim=1)
         if self._auto_mean:
             self.m = self.y.mean(dim=1)
         self._solve()
+        self._XX = XX
+        self._A = A2 if A is not None else None
 
     def grad_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``∇μ(x)`` for one point per client, ``x [k, d]`` → ``[k, d]``."""
@@ -156,7 +176,7 @@ class BatchedGP:
     def grad_var_trace(self, C: torch.Tensor) -> torch.Tensor:
         """``tr ∂σ²(c, c)`` for candidates ``C [k, c, d]`` → ``[k, c]`` (``O(n²)`` each)."""
         A = self._inverse()                                                    # [k, n, n]
-        AXX = A * (self.X @ self.X.transpose(-1, -2))
+        AXX = A * self._XX
         _, w = self.kernel.k_and_w(C, self.X)                                  # [k, c, n]
         p = C @ self.X.transpose(-1, -2)                                       # [k, c, n]
         Aw = w @ A                                                             # [k, c, n] (A symmetric)
