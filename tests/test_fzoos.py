@@ -43,7 +43,7 @@ def test_zero_correction_is_local_surrogate_descent() -> None:
     x = PROB.x0.copy()
     m = v = np.zeros(D)
     for t in range(1, SMALL["local_steps"] + 1):
-        gp = BatchedGP(Kernel("se", 1.0), torch.tensor(hx[None, :k]), torch.tensor(hy[None, :k]), 1e-6)
+        gp = BatchedGP(Kernel("se", 1.0), torch.tensor(hx[None, :k]), torch.tensor(hy[None, :k]), 1e-3)
         g = gp.grad_mean(torch.tensor(x[None]))[0].numpy()
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g

@@ -214,8 +214,9 @@ class RFF:
                 torch.tensor(self.b, dtype=dtype, device=device))
 
     def features(self, X: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``φ(X)``: ``[..., n, M]``."""
-        return math.sqrt(2.0 / self.M) * torch.cos(X @ V + b)
+        """``φ(X)``: ``[k, n, M]`` for ``X [k, n, d]`` (one product per client, so a client's
+        numbers do not depend on how many clients share the call)."""
+        return math.sqrt(2.0 / self.M) * torch.cos(torch.bmm(X, V.expand(X.shape[0], *V.shape)) + b)
 
     def fit(self, X: torch.Tensor, y: torch.Tensor, noise: float, V: torch.Tensor, b: torch.Tensor,
             mean: torch.Tensor | None = None) -> torch.Tensor:
@@ -228,8 +229,9 @@ class RFF:
 
     def grad(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``∇μ̂(x) = −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j`` for ``x [k, d]`` and ``w [k, M]``."""
-        s = torch.sin(x @ V + b) * w
-        return -math.sqrt(2.0 / self.M) * s @ V.T
+        k = x.shape[0]
+        s = torch.sin(torch.bmm(x[:, None, :], V.expand(k, *V.shape)) + b) * w[:, None, :]   # [k, 1, M]
+        return -math.sqrt(2.0 / self.M) * torch.bmm(s, V.T.expand(k, *V.T.shape))[:, 0, :]
 
     def mean(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Σ_j w_j φ_j(x)`` (without the prior mean) for ``x [k, c, d]`` → ``[k, c]``."""

@@ -24,7 +24,10 @@ kernel                 SE, ``l = 1`` fixed                      ``kernel: matern
                                                                 refits ``l`` by marginal likelihood
                                                                 with 20 restarts every step: not
                                                                 done, ``lengthscale`` is fixed)
-noise σ²               ``noise`` (1e-6)                          1e-6 (GP); 0 (RFF: ``rff_noise``)
+noise σ²               ``noise``, ``rff_noise`` (1e-3: the      1e-6 (GP) and 0 (RFF): options; the
+                       paper gives no value; queries cluster    near-singular systems then amplify
+                       in 0.01-boxes, so smaller values make    rounding (shard layouts no longer
+                       the solves ill-conditioned)              agree to 1e-9)
 targets                constant prior mean (window mean)        ``y_scale: minmax`` ((y−min)/range,
                                                                 gradients × range)
 local GP data          the trajectory (the ``history`` most     ``window: nearest``: the
@@ -82,14 +85,14 @@ class FZooSParams(Params):
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
     kernel: Literal["se", "matern52"] = Field("se", description="GP kernel (paper: se; code: matern52)")
     lengthscale: float = Field(1.0, gt=0, description="kernel lengthscale l (fixed)")
-    noise: float = Field(1e-6, ge=0, description="GP noise variance σ²")
+    noise: float = Field(1e-3, ge=0, description="GP noise variance σ² (code: 1e-6)")
     y_scale: Literal["center", "minmax"] = Field("center", description="targets: minus their mean, or min-max")
     window: Literal["trajectory", "nearest"] = Field("trajectory", description="local GP data (code: nearest)")
     window_size: int = Field(150, ge=2, description="nearest-window size (window: nearest)")
     history: int = Field(600, ge=2, description="queries a client keeps (the trajectory window)")
     rff_features: int = Field(10000, ge=1, description="random Fourier features M")
     rff_seed: int = Field(0, ge=0, description="seed of the shared features")
-    rff_noise: float = Field(1e-6, ge=0, description="noise variance of the RFF fit")
+    rff_noise: float = Field(1e-3, ge=0, description="noise variance of the RFF fit (code: 0)")
     rff_window: Literal["trajectory", "nearest"] = Field("trajectory", description="RFF fit data")
     rff_window_size: int = Field(500, ge=2, description="nearest-window size of the RFF fit")
     correction: bool = Field(True, description="apply γ_t (global RFF − own RFF)")
@@ -167,18 +170,17 @@ class FZooS(FederatedAlgorithm):
         counts = state["hn"][clients]
         if len(np.unique(counts)) != 1:
             raise ValueError("fzoos: the clients of a call hold histories of different lengths")
-        rff: RFF = ctx.prepared_as(FZooSPrepared).rff
-        self._t = _Tensors(rff, torch.float64, p.device)
+        tt = _Tensors(ctx.prepared_as(FZooSPrepared).rff, torch.float64, p.device)
         if p.server_queries and int(payload["phase"]) == 1:
-            W = self._server_side(payload, state, ctx, clients)
+            W = self._server_side(payload, state, ctx, clients, tt)
             ctx.channel.send(clients, p.rff_features)
             return W, np.ones(len(clients))
-        X = self._local(payload, state, ctx, clients)
+        X = self._local(payload, state, ctx, clients, tt)
         state["xl"][clients] = X
         if p.server_queries:
             ctx.channel.send(clients, ctx.d)
             return X, np.ones(len(clients))
-        W = self._fit_rff(state, clients, X)
+        W = self._fit_rff(state, clients, X, tt)
         state["wi"][clients] = W
         ctx.channel.send(clients, ctx.d + p.rff_features)
         return np.concatenate((X, W), axis=1), np.ones(len(clients))
@@ -190,16 +192,16 @@ class FZooS(FederatedAlgorithm):
         _append(state, clients, P, y)
         return y
 
-    def _local(self, payload: dict[str, np.ndarray], state: State, ctx: Context, clients: IntArray) -> FloatArray:
+    def _local(self, payload: dict[str, np.ndarray], state: State, ctx: Context, clients: IntArray,
+               tt: _Tensors) -> FloatArray:
         p, k, d = self.params, len(clients), ctx.d
         X = np.tile(payload["x"], (k, 1))
         if int(state["hn"][clients[0]]) == 0 and p.n_inits:
             box = 2.0 * ctx.node_rng("explore").random(clients, (p.n_inits, d)) - 1.0
             self._query(ctx, state, clients, X[:, None, :] + 0.01 * box)
         self._query(ctx, state, clients, X[:, None, :])
-        gp = self._gp(state, clients, X)
+        gp = _LocalGP(p, tt, state, clients, X, window=p.window)
         ready = bool(payload["ready"]) and p.correction
-        tt = self._t
         if ready:
             wg = torch.tensor(np.asarray(payload["w"]), dtype=tt.dtype, device=tt.device).expand(k, -1)
             wo = torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
@@ -229,7 +231,7 @@ class FZooS(FederatedAlgorithm):
         return X
 
     def _server_side(self, payload: dict[str, np.ndarray], state: State, ctx: Context,
-                     clients: IntArray) -> FloatArray:
+                     clients: IntArray, tt: _Tensors) -> FloatArray:
         """The code's second exchange: queries near ``x_r`` chosen by uncertainty, then the RFF fit."""
         p, k, d = self.params, len(clients), ctx.d
         X = np.tile(payload["x"], (k, 1))
@@ -238,19 +240,17 @@ class FZooS(FederatedAlgorithm):
         box = 2.0 * ctx.node_rng("explore").random(clients, (p.server_candidates, d)) - 1.0
         C = X[:, None, :] + rho[:, None, None] * box
         if p.server_active:
-            gp = _LocalGP(self, state, clients, X, window="nearest")
+            gp = _LocalGP(p, tt, state, clients, X, window="nearest")
             pick = _top(gp.score(C), p.server_active)
             self._query(ctx, state, clients, np.take_along_axis(C, pick[:, :, None], axis=1))
-        W = self._fit_rff(state, clients, X, nearest=True)
+        W = self._fit_rff(state, clients, X, tt, nearest=True)
         state["wi"][clients] = W
         return W
 
-    def _gp(self, state: State, clients: IntArray, X: FloatArray) -> _LocalGP:
-        return _LocalGP(self, state, clients, X, window=self.params.window)
-
-    def _fit_rff(self, state: State, clients: IntArray, X: FloatArray, nearest: bool = False) -> FloatArray:
+    def _fit_rff(self, state: State, clients: IntArray, X: FloatArray, tt: _Tensors,
+                 nearest: bool = False) -> FloatArray:
         """Each client's RFF weights on its history (range-scaled for min-max targets)."""
-        p, tt = self.params, self._t
+        p = self.params
         size = p.rff_window_size if (nearest or p.rff_window == "nearest") else None
         Xw, yw = _window(state, clients, X, size)
         Xt = torch.as_tensor(Xw, dtype=tt.dtype, device=tt.device)
@@ -274,17 +274,16 @@ class _Tensors:
 class _LocalGP:
     """A block of clients' local GPs on their windows, kept current as queries arrive."""
 
-    def __init__(self, algo: FZooS, state: State, clients: IntArray, X: FloatArray, window: str) -> None:
-        self.algo, self.window = algo, window
-        self.p = algo.params
+    def __init__(self, p: FZooSParams, tt: _Tensors, state: State, clients: IntArray, X: FloatArray,
+                 window: str) -> None:
+        self.p, self.tt, self.window = p, tt, window
         self._fit(state, clients, X)
 
     def _fit(self, state: State, clients: IntArray, X: FloatArray) -> None:
-        p, tt = self.p, self.algo._t
+        p, tt = self.p, self.tt
         size = p.window_size if self.window == "nearest" else None
         Xw, yw = _window(state, clients, X, size)
         y, m, s = _targets(torch.as_tensor(yw, dtype=tt.dtype, device=tt.device), p.y_scale)
-        self.lo_scale = (m if p.y_scale == "minmax" else None, s)
         self._shift = torch.as_tensor(yw.min(axis=1), dtype=tt.dtype, device=tt.device)
         kern = Kernel(p.kernel, p.lengthscale)
         Xt = torch.as_tensor(Xw, dtype=tt.dtype, device=tt.device)
@@ -296,7 +295,7 @@ class _LocalGP:
         if self.window == "nearest":
             self._fit(state, clients, X)
             return
-        tt = self.algo._t
+        tt = self.tt
         yt = torch.as_tensor(y, dtype=tt.dtype, device=tt.device)
         if self.p.y_scale == "minmax":
             yt = (yt - self._shift[:, None]) / self.s[:, None]
@@ -306,7 +305,7 @@ class _LocalGP:
         return self.gp.grad_mean(x) * self.s[:, None]
 
     def score(self, C: FloatArray) -> FloatArray:
-        tt = self.algo._t
+        tt = self.tt
         return self.gp.grad_var_trace(torch.as_tensor(C, dtype=tt.dtype, device=tt.device)).cpu().numpy()  # type: ignore[no-any-return]
 
 
