@@ -15,7 +15,7 @@ from fedopt.algorithms.base import (
     register_algorithm,
 )
 from fedopt.algorithms.decentralized import dgd, gossip_sgd  # noqa: F401
-from fedopt.algorithms.federated import fedavg, gd  # noqa: F401
+from fedopt.algorithms.federated import fedavg, fedzo, fzoos, gd, zo_fedavg, zo_fedprox, zo_scaffold  # noqa: F401
 from fedopt.algorithms.private import diff2, dp_fedavg, dp_gd, dp_sgd  # noqa: F401
 from fedopt.algorithms.decentralized import adom_plus, continuized, dadao, gradient_tracking, msda  # noqa: F401
 

@@ -407,12 +407,24 @@ class FederatedAlgorithm(RoundAlgorithm):
         """Server step from ``Σ_k w_k u_k`` and ``Σ_k w_k``: the new values of the server keys
         (``state``: the server keys)."""
 
+    def phases(self, ctx: Context) -> int:
+        """How many configure → client_update → aggregate exchanges make one round (default 1).
+
+        An algorithm whose round needs a second upload after a server step (SCAFFOLD type I's
+        control variates at the new server point, FZooS's surrogates fitted near it) declares
+        more; it keeps the phase it is in in its server state (``configure`` reads it and
+        tells the clients through the payload, ``aggregate`` advances it).
+        """
+        return 1
+
     def round(self, state: State, ctx: Context, r: int) -> State:
         layout = self.state_layout(ctx)
-        clients, payload = configure_step(self, state, layout, ctx, r)
-        updates, weights, client_rows = client_step(self, payload, state, layout, ctx, clients, r)
-        server = aggregate_step(self, state, layout, ctx, weights @ updates, float(weights.sum()), r)
-        return {**server, **client_rows}
+        for _ in range(self.phases(ctx)):
+            clients, payload = configure_step(self, state, layout, ctx, r)
+            updates, weights, client_rows = client_step(self, payload, state, layout, ctx, clients, r)
+            server = aggregate_step(self, state, layout, ctx, weights @ updates, float(weights.sum()), r)
+            state = {**server, **client_rows}
+        return state
 
 
 class EventAlgorithm(Algorithm):

@@ -252,21 +252,22 @@ class ShardedSimulation(Simulation):
         server_keys = keys_of(layout, Layout.SERVER)
         for _ in range(count):
             r = self.round
-            clients, payload = configure_step(algo, self.state, layout, ctx, r)
-            bundle = tr.share({"payload": payload, "server": {k: self.state[k] for k in server_keys}})
-            own = self.owner[clients]
-            calls = [(i, clients[own == i]) for i in range(len(self.shards))]
-            calls = [(i, c) for i, c in calls if len(c)] or [(0, clients)]
-            handles = [tr.submit(i, "client_update", bundle, c, r, self._period_index) for i, c in calls]
-            self._tick("round")
-            parts = tr.gather(handles)
-            total = parts[0]["sum"]
-            weight = parts[0]["weight"]
-            for p in parts[1:]:
-                total = total + p["sum"]
-                weight += p["weight"]
-            new = aggregate_step(algo, self.state, layout, ctx, total, weight, r)
-            self.state = {**new, **{k: self.state[k] for k in self.row_keys}}
+            for _phase in range(algo.phases(ctx)):
+                clients, payload = configure_step(algo, self.state, layout, ctx, r)
+                bundle = tr.share({"payload": payload, "server": {k: self.state[k] for k in server_keys}})
+                own = self.owner[clients]
+                calls = [(i, clients[own == i]) for i in range(len(self.shards))]
+                calls = [(i, c) for i, c in calls if len(c)] or [(0, clients)]
+                handles = [tr.submit(i, "client_update", bundle, c, r, self._period_index) for i, c in calls]
+                self._tick("round")
+                parts = tr.gather(handles)
+                total = parts[0]["sum"]
+                weight = parts[0]["weight"]
+                for p in parts[1:]:
+                    total = total + p["sum"]
+                    weight += p["weight"]
+                new = aggregate_step(algo, self.state, layout, ctx, total, weight, r)
+                self.state = {**new, **{k: self.state[k] for k in self.row_keys}}
             self.round += 1
             self.meter.rounds = self.round
 
