@@ -203,6 +203,19 @@ def test_cross_entropy_needs_class_ids() -> None:
                           device="cpu")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["mlp_classification", "cnn_classification"])
+def test_cuda_classification_matches_the_cpu(name) -> None:
+    kw = {"n": 6, "seed": 4, "partition": {"kind": "dirichlet", "alpha": 0.5}}
+    cpu, gpu = problem_factory(name)(**kw, device="cpu"), problem_factory(name)(**kw, device="cuda", dtype="float64")
+    assert gpu.device.type == "cuda" and problem_factory(name)(**kw, device="auto").dtype == torch.float32
+    X = np.tile(cpu.initial_parameters(), (6, 1)) + np.random.default_rng(0).standard_normal((6, cpu.d)) * 0.1
+    nodes = np.array([5, 1, 2, 0, 3, 4])
+    np.testing.assert_allclose(gpu.value(X, nodes), cpu.value(X, nodes), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gpu.grad(X, nodes), cpu.grad(X, nodes), rtol=1e-9, atol=1e-11)
+    assert gpu.test_metrics(X[0]) == cpu.test_metrics(X[0])
+
+
 # ---- starting point, query oracle, metrics ---------------------------------------------------
 
 
@@ -299,6 +312,10 @@ def test_the_new_columns_are_in_the_table_plots_and_stop_rule() -> None:
     cfg = {"name": "t", "problem": {"name": "quadratic", "n": 4}, "topology": ["cycle"],
            "algorithms": [{"name": "dgd"}], "stop": {"target": 0.1, "target_metric": "train_loss"}}
     assert parse_config(cfg).stop.target_metric == "train_loss"
+    from fedopt.experiment.runner import config_differences
+
+    with_plots = parse_config({**cfg, "plots": [{"x": "bytes", "y": "test_accuracy"}]}).to_dict()
+    assert config_differences(parse_config(cfg).to_dict(), with_plots) == []  # plots change no result: resumable
 
 
 # ---- end to end: both engines, manifest, plots ------------------------------------------------

@@ -182,8 +182,9 @@ class ShardView(Problem):
     are a run of consecutive local rows (a whole-shard block) reads a slice of the
     local arrays, any other call reads the full problem's data, and both run the full
     problem's arithmetic on the same values. Everything not per node (``L``, ``mu``,
-    ``x_star``, ``f_star``, global values, conjugate gradients, per-sample gradients)
-    is the full problem's, cached there.
+    ``x_star``, ``f_star``, global values, conjugate gradients, per-sample gradients,
+    zeroth-order queries, the initial parameters, held-out metrics) is the full
+    problem's, cached there.
     """
 
     def __init__(self, full: Problem, nodes: IntArray) -> None:

@@ -48,7 +48,7 @@ from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.core.rng import NodeStream
 from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
 from fedopt.problems.data import load_dataset
-from fedopt.problems.partition import partition_samples
+from fedopt.problems.partition import Partition, partition_samples
 
 if TYPE_CHECKING:
     import torch
@@ -533,7 +533,7 @@ def digits_split(test_fraction: float, rng: np.random.Generator) -> tuple[FloatA
     return scaled[train], labels[train], scaled[test], labels[test]
 
 
-def node_blocks(features: FloatArray, labels: np.ndarray, part: Any) -> tuple[FloatArray, FloatArray]:
+def node_blocks(features: FloatArray, labels: np.ndarray, part: Partition) -> tuple[FloatArray, FloatArray]:
     """Per-node padded blocks of a partition: ``inputs [n, m_max, *feature shape]`` (each
     node's features times its partition scale) and ``targets [n, m_max, 1]``; padding is 0."""
     sizes = part.sizes
