@@ -189,9 +189,12 @@ SMALL_PROBLEMS: dict[str, dict[str, Any]] = {
     "nonconvex_logistic": {"n": 4, "data": {"source": "synthetic", "n_samples": 40, "d": 3}},
     "fedavg_anchor": {"n": 4, "samples_per_node": 10, "d": 3},
     "mlp_regression": {"n": 4, "data": {"source": "teacher", "n_samples": 40, "d": 3}, "hidden": 2, "device": "cpu"},
+    "mlp_classification": {"n": 4, "hidden": 2, "device": "cpu"},
+    "cnn_classification": {"n": 4, "channels": 1, "device": "cpu"},
 }
 #: The dimension of a small problem whose ``d`` is not its data's (a network's parameter count).
-SMALL_DIMS: dict[str, int] = {"mlp_regression": 3 * 2 + 2 + 2 * 1 + 1}
+SMALL_DIMS: dict[str, int] = {"mlp_regression": 3 * 2 + 2 + 2 * 1 + 1, "mlp_classification": 64 * 2 + 2 + 2 * 10 + 10,
+                              "cnn_classification": 1 * 9 + 1 + 16 * 10 + 10}
 
 
 def _small(problem: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:

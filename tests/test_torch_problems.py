@@ -215,7 +215,7 @@ def test_a_pickled_problem_gives_the_same_oracles(setup) -> None:
 def test_train_loss_is_finite_and_decreases(algo) -> None:
     params = {k: v for k, v in PROBLEM.items() if k != "name"}
     problem = problem_factory("mlp_regression")(**params)
-    losses = [problem.global_value(np.zeros(problem.d))]  # every algorithm starts at x = 0
+    losses = [problem.global_value(problem.initial_parameters())]  # every algorithm starts at the module's init
     for rounds in (5, 30):
         spec = RunSpec(algo["name"], problem, make_topology("cycle", n=6), make_algorithm(algo["name"], **algo["params"]),
                        seed=0, stop=StopCriteria(time=float(rounds), rounds=rounds), record_every=float(rounds))

@@ -261,8 +261,14 @@ class Algorithm(ABC):
         return state["x"]
 
     def initial_point(self, ctx: Context) -> FloatArray:
-        """Common starting point ``x_0`` (all nodes), from the ``"init"`` stream."""
-        return np.zeros(ctx.d)
+        """Common starting point ``x_0`` of all nodes: the problem's
+        :meth:`~fedopt.problems.base.Problem.initial_parameters` (zeros, or a torch
+        module's own initialization), a fresh ``[d]`` array."""
+        x0 = np.array(ctx.problem.initial_parameters(), dtype=np.float64)
+        if x0.shape != (ctx.d,):
+            raise ValueError(f"{type(ctx.problem).__name__}.initial_parameters: expected shape ({ctx.d},), "
+                             f"got {x0.shape}")
+        return x0
 
 
 class RoundAlgorithm(Algorithm):

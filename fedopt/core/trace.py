@@ -3,7 +3,10 @@
 Rows are recorded at checkpoints only (every k rounds or every Δt of simulated
 time), never per event. Metrics follow fedopt's results schema:
 ``subopt = f(x̄) − f*``, ``dist_opt = mean_i ‖x_i − x*‖²``,
-``consensus = mean_i ‖x_i − x̄‖²``, ``grad_norm_sq = ‖∇f(x̄)‖²``.
+``consensus = mean_i ‖x_i − x̄‖²``, ``grad_norm_sq = ‖∇f(x̄)‖²``,
+``train_loss = f(x̄)`` (the global objective at the mean iterate, defined for every
+problem) and ``test_accuracy`` (the mean model's accuracy on the problem's held-out
+split; NaN when the problem has none, see ``Problem.test_metrics``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from fedopt.core.arrays import FloatArray
 from fedopt.core.meter import Meter
 
 #: Numeric metric columns, in table order.
-METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
+METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy")
+#: The metric columns a problem's held-out split fills (``Problem.test_metrics``); NaN otherwise.
+TEST_METRIC_COLUMNS = ("test_accuracy",)
 #: Counter columns, in table order.
 COUNTER_COLUMNS = ("time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s")
 
@@ -44,6 +49,10 @@ class GlobalObjective(Protocol):
         """``f(x*)``, ``None`` if not known."""
         ...
 
+    def test_metrics(self, x: FloatArray) -> dict[str, float]:
+        """Held-out metrics of the model ``x`` (keys among :data:`TEST_METRIC_COLUMNS`)."""
+        ...
+
 
 def metrics(problem: GlobalObjective, X: FloatArray) -> dict[str, float]:
     """Exact quality metrics of the node iterates ``X [n, d]`` (uncounted diagnostics)."""
@@ -55,8 +64,17 @@ def metrics(problem: GlobalObjective, X: FloatArray) -> dict[str, float]:
         "grad_norm_sq": float((problem.global_grad(xbar) ** 2).sum()),
     }
     xs, fs = problem.x_star, problem.f_star
-    out["subopt"] = math.nan if fs is None else float(problem.global_value(xbar) - fs)
+    fbar = float(problem.global_value(xbar))
+    out["subopt"] = math.nan if fs is None else fbar - fs
     out["dist_opt"] = math.nan if xs is None else float(((X - xs) ** 2).sum(axis=1).mean())
+    out["train_loss"] = fbar
+    held_out = problem.test_metrics(xbar)
+    unknown = sorted(set(held_out) - set(TEST_METRIC_COLUMNS))
+    if unknown:
+        raise ValueError(f"{type(problem).__name__}.test_metrics: unknown metric(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(TEST_METRIC_COLUMNS)}")
+    for key in TEST_METRIC_COLUMNS:
+        out[key] = float(held_out.get(key, math.nan))
     return out
 
 

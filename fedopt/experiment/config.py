@@ -89,7 +89,7 @@ class StopConfig(_Section):
     rounds: int | None = Field(None, ge=1, description="synchronous rounds")
     messages: float | None = Field(None, gt=0, description="communications")
     target: float | None = Field(None, description="stop once target_metric <= target")
-    target_metric: Literal["subopt", "dist_opt", "consensus", "grad_norm_sq"] = "dist_opt"
+    target_metric: Literal["subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss"] = "dist_opt"
 
 
 class RecordConfig(_Section):
@@ -144,6 +144,30 @@ class ReportConfig(_Section):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+class PlotConfig(_Section):
+    """One plot the experiment draws: ``y`` against ``x`` (columns of the results table)."""
+
+    x: str
+    y: str
+
+    @field_validator("x")
+    @classmethod
+    def _x_column(cls, v: str) -> str:
+        from fedopt.experiment.plots import X_COLUMNS
+
+        if v not in X_COLUMNS:
+            raise ValueError(f"must be one of {', '.join(X_COLUMNS)}")
+        return v
+
+    @field_validator("y")
+    @classmethod
+    def _y_column(cls, v: str) -> str:
+        from fedopt.experiment.plots import Y_COLUMNS
+
+        if v not in Y_COLUMNS:
+            raise ValueError(f"must be one of {', '.join(Y_COLUMNS)}")
+        return v
+
 
 class AlgorithmConfig(_Section):
     name: str
@@ -182,6 +206,8 @@ class ExperimentConfig(_Section):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     parallel: int | None = Field(None, ge=1, description="runs at once (as Ray tasks when more than 1)")
+    plots: list[PlotConfig] | None = Field(None, description="the plots drawn after the runs (default: the "
+                                           "runner's DEFAULT_PLOTS)")
     base_dir: str | None = Field(None, description="folder that relative paths resolve against (default: the "
                                  "config file's; none: the working directory)")
     report: ReportConfig | None = Field(None, description="cost-to-target report written after the runs")
@@ -626,7 +652,8 @@ def _format(exc: ValidationError, prefix: str = "", allowed: str | None = None, 
         else:
             got = err.get("input")
             suffix = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            parts.append(f"{path}: {err['msg']}{suffix}")
+            msg = err["msg"].removeprefix("Value error, ")  # a validator's own message stands alone
+            parts.append(f"{path}: {msg}{suffix}")
     return "config: " + "; ".join(_dedupe(parts))
 
 
@@ -647,7 +674,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
         if field is None:
             break
         sub = {"stop": StopConfig, "record": RecordConfig, "resources": ResourcesConfig,
-               "algorithms": AlgorithmConfig, "problem": ProblemConfig, "report": ReportConfig}.get(str(part))
+               "algorithms": AlgorithmConfig, "problem": ProblemConfig, "report": ReportConfig, "plots": PlotConfig}.get(str(part))
         if sub is None:
             break
         model = sub
@@ -725,6 +752,7 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "METRIC_COLUMNS",
+    "PlotConfig",
     "ProblemConfig",
     "RecordConfig",
     "ReportConfig",

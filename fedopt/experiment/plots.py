@@ -5,8 +5,11 @@ algorithm (its label plus the swept values, if any): the median over seeds with
 a min–max band. Each seed's curve is interpolated onto a common x grid before
 the median is taken (seeds record at different counter values), and the grid
 covers the union of the seeds' ranges (a seed contributes only inside its own).
-The y axis is logarithmic when the values are positive (non-positive values,
-e.g. round-off below ``f*``, are left out), the x axis when it spans two decades:
+The y axis is logarithmic for the error metrics (``subopt``, ``dist_opt``,
+``consensus``, ``grad_norm_sq``) when some values are positive (non-positive
+values, e.g. round-off below ``f*``, are left out), for ``train_loss`` when every
+value is positive (a loss may be negative: then it is linear), and never for
+``test_accuracy``. The x axis is logarithmic when it spans two decades:
 then symmetric-logarithmic when a curve starts at 0 (no messages sent yet), linear
 up to the smallest positive value, so that every curve's starting point (e.g. the
 initial overshoot of a method) stays on the figure. Axes are labelled with their
@@ -36,13 +39,18 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round")
-Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq")
+Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy")
+#: y columns drawn on a linear axis whatever their values.
+LINEAR_Y_COLUMNS = ("test_accuracy",)
+#: y columns drawn on a log axis only when every value is positive.
+SIGNED_Y_COLUMNS = ("train_loss",)
 _NAMES = {
     "messages": "messages sent (count)", "bytes": "bytes sent (B)",
     "time": "simulated time (rounds; n gradients per unit)", "link_time": "link time (s, link-cost model)",
     "grad_evals": "gradient evaluations (count)", "queries": "function queries (count)", "round": "rounds (count)",
     "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²", "consensus": "mean ‖xᵢ − x̄‖²",
-    "grad_norm_sq": "‖∇f(x̄)‖²", "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
+    "grad_norm_sq": "‖∇f(x̄)‖²", "train_loss": "train loss f(x̄)",
+    "test_accuracy": "test accuracy of x̄ (fraction)", "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
     "chi1": "χ1 = 1/λ2 of L_G", "chi2": "χ2 (max ½ effective resistance)", "sqrt_chi1_chi2": "√(χ1χ2) of L_G",
     "chi": "χ = λmax/λ2 of L_G", "diameter": "diameter (hops)", "kappa": "κ = L/μ",
 }
@@ -79,6 +87,15 @@ def check_axes(x: str, y: str) -> None:
         raise ValueError(f"plot: y must be one of {', '.join(Y_COLUMNS)}; got {y!r}")
 
 
+def log_y(y: str, values: np.ndarray) -> bool:
+    """Whether ``y`` is drawn on a log axis, given its finite ``values`` (see the module doc)."""
+    if y in LINEAR_Y_COLUMNS:
+        return False
+    if y in SIGNED_Y_COLUMNS:
+        return len(values) > 0 and bool((values > 0).all())
+    return bool((values > 0).any())
+
+
 def _line_key(df: pd.DataFrame) -> pd.Series:
     alg = df["algorithm"].astype(str)
     if "variant" not in df:
@@ -99,7 +116,7 @@ def curves(df: pd.DataFrame, x: str, y: str) -> dict[str, dict[str, dict[str, np
     d = d.assign(_line=_line_key(d), _x=pd.to_numeric(d[x], errors="coerce").astype(float),
                  _y=pd.to_numeric(d[y], errors="coerce").astype(float))
     d = d[np.isfinite(d["_x"]) & np.isfinite(d["_y"])]
-    ypos = bool((d["_y"] > 0).any())
+    ypos = log_y(y, d["_y"].to_numpy())
     if ypos:
         d = d[d["_y"] > 0]
     if len(d) == 0:
@@ -171,7 +188,8 @@ def plot_results(df: pd.DataFrame, x: str, y: str, out_path: str | Path, title: 
     import matplotlib.pyplot as plt
 
     data = curves(df, x, y)
-    ylog = bool((pd.to_numeric(df[y], errors="coerce") > 0).any())
+    yvals = pd.to_numeric(df[y], errors="coerce").to_numpy(dtype=float)
+    ylog = log_y(y, yvals[np.isfinite(yvals)])
     xs_all = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=float)
     xs_all = xs_all[np.isfinite(xs_all)]
     xlog = _log_x(xs_all)
@@ -355,5 +373,5 @@ DEFAULT_PLOTS = (("messages", "dist_opt"), ("grad_evals", "dist_opt"), ("time", 
 #: Drawn as well when some topology has link costs (``link_time`` > 0).
 LINK_COST_PLOTS = (("link_time", "dist_opt"),)
 
-__all__ = ["DEFAULT_PLOTS", "FORMATS", "LINK_COST_PLOTS", "PALETTE", "X_COLUMNS", "Y_COLUMNS", "curves", "label",
-           "plot_results", "plot_scaling"]
+__all__ = ["DEFAULT_PLOTS", "FORMATS", "LINEAR_Y_COLUMNS", "LINK_COST_PLOTS", "PALETTE", "X_COLUMNS", "Y_COLUMNS",
+           "curves", "label", "log_y", "plot_results", "plot_scaling"]

@@ -6,7 +6,8 @@ writing its part of the results table as soon as it ends, rebuilds the
 combined table, draws the default plots and records a manifest (versions,
 machine, git commit, seeds, run ids, start and end times, and every choice
 made for the user: how the runs execute, an engine replaced from the command
-line, plots that could not be drawn).
+line, plots that could not be drawn) and, per run, what its problem resolved to
+(``problem.describe()`` as the run built it: a torch problem's device and dtype).
 
 An output directory that already holds an experiment is refused unless the
 call resumes it (``resume``: the same config, what differs is named) or
@@ -19,7 +20,7 @@ Output directory::
     manifest.json      environment and run list
     runs/<id>.parquet  one part per run
     results.parquet    the combined table
-    plots/*.png        the default plots (see DEFAULT_PLOTS)
+    plots/*.png        the config's ``plots`` (default: DEFAULT_PLOTS)
     report.parquet     the cost-to-target report, when the config has a ``report:`` section
     report.md          (:mod:`fedopt.experiment.report`), with its scaling plots in plots/
 """
@@ -59,7 +60,10 @@ OUTPUTS = ("config.yaml", "manifest.json", "results.parquet", "runs", "plots", "
 
 #: Config keys that do not change any result: they may differ when a sweep is resumed
 #: (``base_dir`` is compared separately, only when the config has relative paths).
-EXECUTION_KEYS = ("name", "engine", "engine_options", "parallel", "resources", "base_dir", "report")
+EXECUTION_KEYS = ("name", "engine", "engine_options", "parallel", "resources", "plots", "base_dir", "report")
+
+#: Key of a run's frame ``attrs`` holding its problem's ``describe()`` (the manifest's ``problems``).
+PROBLEM_ATTR = "problem"
 
 
 def _now() -> str:
@@ -121,7 +125,10 @@ def execute(run: RunConfig, engine: Any, progress: Callable[[float], None] | Non
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         result = engine.run(spec, progress)
     message = result.message.strip().splitlines()[0] if result.message.strip() else ""
-    return rows_frame(result.rows, run.labels, run.run_id, result.status, message, n_nodes, dim)
+    frame = rows_frame(result.rows, run.labels, run.run_id, result.status, message, n_nodes, dim)
+    # what the run's problem resolved to where it was built (e.g. a torch problem's device: auto → cuda:0)
+    frame.attrs[PROBLEM_ATTR] = json.loads(json.dumps(spec.problem.describe(), default=str))
+    return frame
 
 
 def execute_task(run: RunConfig, engine: str, options: dict[str, Any]) -> pd.DataFrame:
@@ -377,6 +384,7 @@ def run_experiment(
     if resume:
         table.load_existing()
     failed: list[dict[str, str]] = []
+    problems: dict[str, Any] = {}  # run id -> its problem's describe(), as built for the run
     t0 = time.perf_counter()
     try:
         with _Progress(progress and sys.stdout.isatty(), len(runs)) as bar:
@@ -384,12 +392,13 @@ def run_experiment(
             if on_ray and todo:
                 log.info("%d runs go to %s", len(todo), mode)
                 eng.close()
-                failed = _run_ray_tasks(cfg, todo, table, bar, address, par)
+                failed = _run_ray_tasks(cfg, todo, table, bar, address, par, problems)
             else:
                 for run in todo:
                     cb = bar.start_run(run)
                     frame = execute(run, eng, cb)
                     table.add(run.run_id, frame)
+                    problems[run.run_id] = frame.attrs.get(PROBLEM_ATTR)
                     bar.end_run(str(frame["status"].iloc[0]))
     finally:
         eng.close()
@@ -399,7 +408,8 @@ def run_experiment(
     plots_skipped: dict[str, str] = {}
     if plots:
         has_link_cost = "link_time" in df.columns and bool((df["link_time"].fillna(0) > 0).any())
-        for x, y in DEFAULT_PLOTS + (LINK_COST_PLOTS if has_link_cost else ()):
+        wanted = DEFAULT_PLOTS if cfg.plots is None else tuple((p.x, p.y) for p in cfg.plots)
+        for x, y in wanted + (LINK_COST_PLOTS if has_link_cost and cfg.plots is None else ()):
             name = f"plots/{y}_vs_{x}.png"
             try:
                 plot_results(df, x, y, out / name, title=f"{cfg.name}: {y} vs {x}")
@@ -429,14 +439,16 @@ def run_experiment(
         plots=plot_files,
         plots_skipped=plots_skipped,
         report=report,
+        problems={r.run_id: problems[r.run_id] for r in runs if problems.get(r.run_id) is not None},
     )
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
     return df
 
 
 def _run_ray_tasks(cfg: ExperimentConfig, todo: list[RunConfig], table: LiveTable, bar: _Progress,
-                   address: str | None, parallel: int | None) -> list[dict[str, str]]:
-    """The runs of ``todo`` as Ray tasks, each finished run added to ``table`` as it arrives.
+                   address: str | None, parallel: int | None, problems: dict[str, Any]) -> list[dict[str, str]]:
+    """The runs of ``todo`` as Ray tasks, each finished run added to ``table`` as it arrives
+    (and its problem's description, as the task built it, to ``problems``).
 
     Runs that Ray itself fails (a worker lost more often than retries allow) are
     not written: they are returned, and ``--resume`` runs them again.
@@ -454,6 +466,7 @@ def _run_ray_tasks(cfg: ExperimentConfig, todo: list[RunConfig], table: LiveTabl
 
     def on_result(run: RunConfig, frame: pd.DataFrame) -> None:
         table.add(run.run_id, frame)
+        problems[run.run_id] = frame.attrs.get(PROBLEM_ATTR)
         bar.end_run(str(frame["status"].iloc[0]))
 
     def on_error(run: RunConfig, exc: BaseException) -> None:

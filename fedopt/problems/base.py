@@ -92,9 +92,29 @@ class Problem(ABC):
     def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         """``f_{nodes[k]}(X[k])`` for each row, shape ``[k]``."""
 
+    def query(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """Zeroth-order value oracle: ``f_{nodes[k]}(X[k])`` for each row, shape ``[k]``.
+
+        The oracle zeroth-order algorithms (gradient-free estimators) use; the
+        default is :meth:`value`. A problem whose queries differ from exact values
+        (noisy or quantized function evaluations) overrides it."""
+        return self.value(X, nodes)
+
     def n_samples(self) -> IntArray:
         """Samples held by each node (1 for data-free problems)."""
         return np.ones(self.n, dtype=np.int64)
+
+    def initial_parameters(self) -> FloatArray:
+        """The common starting point ``x_0 [d]`` of every algorithm (a fresh array):
+        zeros by default; a neural-network problem returns its module's own
+        initialization."""
+        return np.zeros(self.d)
+
+    def test_metrics(self, x: FloatArray) -> dict[str, float]:
+        """Held-out metrics of one model ``x [d]`` (e.g. ``{"test_accuracy": 0.93}``;
+        keys among :data:`fedopt.core.trace.TEST_METRIC_COLUMNS`). Empty for a problem
+        without a test split (the columns are then NaN)."""
+        return {}
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         """Per-sample gradients ``[k, b, d]`` of the samples ``idx[k, :]`` of each node
@@ -162,8 +182,9 @@ class ShardView(Problem):
     are a run of consecutive local rows (a whole-shard block) reads a slice of the
     local arrays, any other call reads the full problem's data, and both run the full
     problem's arithmetic on the same values. Everything not per node (``L``, ``mu``,
-    ``x_star``, ``f_star``, global values, conjugate gradients, per-sample gradients)
-    is the full problem's, cached there.
+    ``x_star``, ``f_star``, global values, conjugate gradients, per-sample gradients,
+    zeroth-order queries, the initial parameters, held-out metrics) is the full
+    problem's, cached there.
     """
 
     def __init__(self, full: Problem, nodes: IntArray) -> None:
@@ -208,6 +229,15 @@ class ShardView(Problem):
 
     def n_samples(self) -> IntArray:
         return self.full.n_samples()
+
+    def query(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        return self.full.query(X, nodes)
+
+    def initial_parameters(self) -> FloatArray:
+        return self.full.initial_parameters()
+
+    def test_metrics(self, x: FloatArray) -> dict[str, float]:
+        return self.full.test_metrics(x)
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         return self.full.sample_grads(X, nodes, idx)
@@ -285,7 +315,7 @@ class CountingOracle:
     against ``grad_evals`` compare full-batch and stochastic methods in the same
     unit (passes over local data). ``conjugate_grad`` (a dual gradient) counts one
     gradient evaluation per row; ``gd_steps`` runs and counts whole local
-    gradient steps. ``value`` counts one function query per row. ``local_step``
+    gradient steps. ``value`` and ``query`` count one function query per row. ``local_step``
     counts the model updates an algorithm makes (local steps).
     """
 
@@ -345,6 +375,12 @@ class CountingOracle:
         """Zeroth-order queries: one function query per row."""
         self.meter.queries.add(nodes)
         return self.problem.value(X, nodes)
+
+    def query(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """Zeroth-order queries (:meth:`Problem.query`, the oracle of gradient-free
+        methods): one function query per row, as :meth:`value` counts."""
+        self.meter.queries.add(nodes)
+        return self.problem.query(X, nodes)
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray, mask: FloatArray | None = None) -> FloatArray:
         """Per-sample gradients ``[k, b, d]`` (:meth:`Problem.sample_grads`), ``b / m_i``

@@ -29,6 +29,11 @@ Registered problems:
                     learning*, ICML, §6) on teacher-network data or scikit-learn's
                     diabetes set, split over nodes by a partition. Nonconvex:
                     ``L = mu = None``, no ``x*``.
+``mlp_classification``  Linear → ReLU → Linear with the softmax cross-entropy on
+                    scikit-learn's bundled digits (8×8, 10 classes), a stratified
+                    held-out test split (the ``test_accuracy`` column).
+``cnn_classification``  a small CNN (3×3 convolution → ReLU → 2×2 max-pool → linear)
+                    on the same digits as ``[1, 8, 8]`` images.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.core.rng import NodeStream
 from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
 from fedopt.problems.data import load_dataset
-from fedopt.problems.partition import partition_samples
+from fedopt.problems.partition import Partition, partition_samples
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +59,7 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:K")
 #: Values of the ``dtype`` parameter (``auto``: float64 on CPU, float32 on CUDA).
 DTYPES = ("auto", "float32", "float64")
 #: Per-sample losses by name: ``ℓ(prediction, target)`` of one sample.
-LOSSES = ("mse",)
+LOSSES = ("mse", "cross_entropy")
 
 
 def resolve_device(device: str, owner: str = "problem") -> "torch.device":
@@ -102,7 +107,19 @@ def _mse(pred: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
     return ((pred - target) ** 2).sum()
 
 
-_LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]] = {"mse": _mse}
+def _cross_entropy(logits: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
+    """Softmax cross-entropy of one sample: ``logsumexp(z) − z_y`` for logits ``z [C]`` and
+    the class id ``y`` (a one-element target holding an integer ``0..C-1``)."""
+    import torch
+
+    classes = torch.arange(logits.shape[-1], device=logits.device, dtype=target.dtype)
+    picked = (logits * (classes == target).to(logits.dtype)).sum()  # z_y without data-dependent indexing
+    return torch.logsumexp(logits, dim=-1) - picked
+
+
+_LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]] = {
+    "mse": _mse, "cross_entropy": _cross_entropy,
+}
 
 
 class TorchModelProblem(Problem):
@@ -151,6 +168,9 @@ class TorchModelProblem(Problem):
             raise ValueError(f"{name}: data contain NaN or inf")
         if loss not in _LOSS_FNS:
             raise ProblemParamError("loss", f"{name}: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if loss == "cross_entropy" and (targets.shape[2:] != (1,) or (targets < 0).any()
+                                        or (targets != np.round(targets)).any()):
+            raise ValueError(f"{name}: cross_entropy needs targets [n, m_max, 1] holding class ids 0..C-1")
         self.device = resolve_device(device, name)
         self.dtype = resolve_dtype(dtype, self.device, name)
         self.loss_name = loss
@@ -423,3 +443,212 @@ def mlp_regression(
     width = int(hidden)
     return TorchModelProblem(partial(mlp, d_in, width), inputs, targets, sizes, loss="mse",
                              device=str(dev), dtype=dt, init_seed=init_seed)
+
+
+# ---- classification: cross-entropy with a held-out test split -------------------------------
+
+
+class TorchClassificationProblem(TorchModelProblem):
+    """A :class:`TorchModelProblem` with the softmax cross-entropy loss (targets: class
+    ids) and a held-out test split: :meth:`test_metrics` reports the accuracy of one model
+    on it (the ``test_accuracy`` column).
+
+    Parameters as :class:`TorchModelProblem` (``targets [n, m_max, 1]`` hold class ids
+    ``0..C-1``), plus ``test_inputs [N_test, *in]`` and ``test_labels [N_test]`` (the
+    split may be empty: ``test_metrics`` is then empty and the column NaN).
+    """
+
+    def __init__(
+        self,
+        module_factory: Callable[[], "nn.Module"],
+        inputs: FloatArray,
+        targets: FloatArray,
+        m: IntArray,
+        test_inputs: FloatArray,
+        test_labels: IntArray,
+        device: str = "auto",
+        dtype: str = "auto",
+        init_seed: int = 0,
+    ) -> None:
+        import torch
+
+        super().__init__(module_factory, inputs, targets, m, loss="cross_entropy", device=device, dtype=dtype,
+                         init_seed=init_seed)
+        test_inputs = np.asarray(test_inputs, dtype=np.float64)
+        test_labels = np.asarray(test_labels)
+        name = type(self).__name__
+        if test_inputs.shape[1:] != tuple(np.shape(inputs)[2:]) or test_labels.shape != test_inputs.shape[:1]:
+            raise ValueError(f"{name}: test inputs must be [N_test, {', '.join(map(str, np.shape(inputs)[2:]))}] "
+                             f"with labels [N_test]; got {test_inputs.shape} and {test_labels.shape}")
+        if len(test_labels) and ((test_labels < 0).any() or (test_labels != np.round(test_labels)).any()):
+            raise ValueError(f"{name}: test labels must be class ids 0..C-1")
+        self.n_test = len(test_labels)
+        self._test_inputs = torch.as_tensor(test_inputs, dtype=self.dtype, device=self.device)
+        self._test_labels = torch.as_tensor(test_labels.astype(np.int64), device=self.device)
+
+    def test_metrics(self, x: FloatArray) -> dict[str, float]:
+        """``{"test_accuracy": share of test samples whose largest logit is the true class}``
+        for the model ``x [d]`` (empty without a test split)."""
+        import torch
+        from torch.func import functional_call
+
+        if not self.n_test:
+            return {}
+        flat = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(self.d), dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            logits = functional_call(self.module, self.unflatten(flat), (self._test_inputs,))
+            correct = (logits.argmax(dim=-1) == self._test_labels).sum()
+        return {"test_accuracy": int(correct) / self.n_test}
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(test_samples=self.n_test)
+        return out
+
+
+def stratified_split(labels: IntArray, fraction: float, rng: np.random.Generator) -> tuple[IntArray, IntArray]:
+    """``(train, test)`` sample ids, sorted: ``round(fraction · N_c)`` random samples of each
+    class ``c`` go to the test split (class proportions kept), the rest to training."""
+    labels = np.asarray(labels)
+    test_mask = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):  # a loop over classes, not nodes or samples
+        members = rng.permutation(np.flatnonzero(labels == c))
+        test_mask[members[: int(round(fraction * len(members)))]] = True
+    return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+
+
+def digits_split(test_fraction: float, rng: np.random.Generator) -> tuple[FloatArray, IntArray, FloatArray, IntArray]:
+    """scikit-learn's bundled digits (1797 images 8×8, 10 classes; nothing downloaded) as
+    ``(train features [N, 64], train labels, test features, test labels)``: a stratified
+    test split (:func:`stratified_split`), features standardized with the training split's
+    mean and standard deviation (constant pixels only centred)."""
+    from fedopt.problems.data import sklearn_dataset
+
+    features, labels = sklearn_dataset("digits", standardize_features=False)
+    labels = labels.astype(np.int64)
+    train, test = stratified_split(labels, test_fraction, rng)
+    mean, std = features[train].mean(axis=0), features[train].std(axis=0)
+    std[std == 0] = 1.0
+    scaled = (features - mean) / std
+    return scaled[train], labels[train], scaled[test], labels[test]
+
+
+def node_blocks(features: FloatArray, labels: np.ndarray, part: Partition) -> tuple[FloatArray, FloatArray]:
+    """Per-node padded blocks of a partition: ``inputs [n, m_max, *feature shape]`` (each
+    node's features times its partition scale) and ``targets [n, m_max, 1]``; padding is 0."""
+    sizes = part.sizes
+    n, m_max = len(sizes), int(sizes.max())
+    flat = np.concatenate(part.indices)
+    node = np.repeat(np.arange(n), sizes)
+    pos = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    inputs = np.zeros((n, m_max, *features.shape[1:]))
+    inputs[node, pos] = features[flat] * part.scales[node].reshape((-1,) + (1,) * (features.ndim - 1))
+    targets = np.zeros((n, m_max, 1))
+    targets[node, pos, 0] = labels[flat]
+    return inputs, targets
+
+
+def mlp_classifier(d_in: int, hidden: int, classes: int) -> "nn.Module":
+    """``Linear(d_in, hidden) → ReLU → Linear(hidden, classes)`` (logits)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+def small_cnn(channels: int, classes: int, side: int = 8) -> "nn.Module":
+    """``Conv2d(1, channels, 3×3, padding 1) → ReLU → MaxPool 2×2 → Linear(channels·(side/2)², classes)``
+    on ``[1, side, side]`` images (logits)."""
+    from torch import nn
+
+    half = side // 2
+    return nn.Sequential(nn.Conv2d(1, channels, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(channels * half * half, classes))
+
+
+def _positive_int(owner: str, key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ProblemParamError(key, f"{owner}: {key} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _digits_problem(
+    owner: str,
+    arch: Callable[[], "nn.Module"],
+    image: bool,
+    n: int,
+    partition: str | Mapping[str, Any],
+    test_fraction: float,
+    device: str,
+    dtype: str,
+    seed: int,
+    rng: np.random.Generator | None,
+) -> TorchClassificationProblem:
+    """A classification problem on the digits (:func:`digits_split`) split over ``n`` nodes."""
+    _positive_int(owner, "n", n)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not (0 <= test_fraction < 1):
+        raise ProblemParamError("test_fraction", f"{owner}: test_fraction must be a number in [0, 1), "
+                                f"got {test_fraction!r}")
+    dev = resolve_device(device, owner)  # before any data are made: a bad device fails fast
+    dt = str(resolve_dtype(dtype, dev, owner)).removeprefix("torch.")
+    rng = np.random.default_rng(seed) if rng is None else rng
+    data_rng, part_rng, init_rng = rng.spawn(3)
+    x_train, y_train, x_test, y_test = digits_split(float(test_fraction), data_rng)
+    if image:
+        x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    part = partition_samples(y_train, n, partition, part_rng, owner)
+    inputs, targets = node_blocks(x_train, y_train, part)
+    return TorchClassificationProblem(arch, inputs, targets, part.sizes, x_test, y_test, device=str(dev), dtype=dt,
+                                      init_seed=int(init_rng.integers(2**63)))
+
+
+#: Classes of the digits data set.
+DIGIT_CLASSES = 10
+
+
+@register_problem("mlp_classification")
+def mlp_classification(
+    n: int,
+    hidden: int = 32,
+    partition: str | Mapping[str, Any] = "iid",
+    test_fraction: float = 0.2,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    rng: np.random.Generator | None = None,
+) -> TorchClassificationProblem:
+    """A one-hidden-layer ReLU network (:func:`mlp_classifier`, width ``hidden``) with the
+    softmax cross-entropy on scikit-learn's bundled digits (8×8 images as 64 standardized
+    features, 10 classes), the training split spread over ``n`` nodes by ``partition``.
+
+    ``partition``: a partition spec (:func:`fedopt.problems.partition.make_partition`;
+    label skew: ``{kind: label_sorted, shards_per_node: 2}`` or ``{kind: dirichlet,
+    alpha: 0.3}``); ``test_fraction``: the share of each class held out for the
+    ``test_accuracy`` column (stratified; 0: no test split); ``device``, ``dtype``: as
+    :func:`mlp_regression`; ``seed`` / ``rng``: randomness, split into independent
+    test-split, partition and weight-initialization streams. Nonconvex: ``L = mu = None``.
+    """
+    width = _positive_int("mlp_classification", "hidden", hidden)
+    arch = partial(mlp_classifier, 64, width, DIGIT_CLASSES)
+    return _digits_problem("mlp_classification", arch, False, n, partition, test_fraction, device, dtype, seed, rng)
+
+
+@register_problem("cnn_classification")
+def cnn_classification(
+    n: int,
+    channels: int = 8,
+    partition: str | Mapping[str, Any] = "iid",
+    test_fraction: float = 0.2,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    rng: np.random.Generator | None = None,
+) -> TorchClassificationProblem:
+    """A small CNN (:func:`small_cnn`: ``channels`` 3×3 filters, ReLU, 2×2 max-pooling, a
+    linear layer) with the softmax cross-entropy on the digits as ``[1, 8, 8]`` images
+    (standardized per pixel, 10 classes); every other parameter as
+    :func:`mlp_classification`. Nonconvex: ``L = mu = None``.
+    """
+    ch = _positive_int("cnn_classification", "channels", channels)
+    arch = partial(small_cnn, ch, DIGIT_CLASSES)
+    return _digits_problem("cnn_classification", arch, True, n, partition, test_fraction, device, dtype, seed, rng)
