@@ -191,6 +191,9 @@ SMALL_PROBLEMS: dict[str, dict[str, Any]] = {
     "mlp_regression": {"n": 4, "data": {"source": "teacher", "n_samples": 40, "d": 3}, "hidden": 2, "device": "cpu"},
     "mlp_classification": {"n": 4, "hidden": 2, "device": "cpu"},
     "cnn_classification": {"n": 4, "channels": 1, "device": "cpu"},
+    "dirichlet_quadratic": {"n": 4, "d": 3},
+    "dirichlet_ackley": {"n": 4, "d": 3},
+    "dirichlet_levy": {"n": 4, "d": 3},
 }
 #: The dimension of a small problem whose ``d`` is not its data's (a network's parameter count).
 SMALL_DIMS: dict[str, int] = {"mlp_regression": 3 * 2 + 2 + 2 * 1 + 1, "mlp_classification": 64 * 2 + 2 + 2 * 10 + 10,

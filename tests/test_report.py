@@ -168,8 +168,8 @@ def _config(report: Any) -> dict[str, Any]:
     ({"target": 1e-3, "baseline": "ADOM"}, "config: report.baseline: 'ADOM' is not an algorithm label; choose one of: "
                                            "DADAO, MSDA"),
     ({"target": -1.0}, "config: report.target: Input should be greater than 0"),
-    ({"target": 1e-3, "metric": "loss"}, "config: report.metric: Value error, must be one of subopt"),
-    ({"target": 1e-3, "cost": ["flops"]}, "config: report.cost: Value error, must be among messages"),
+    ({"target": 1e-3, "metric": "loss"}, "config: report.metric: must be one of subopt"),
+    ({"target": 1e-3, "cost": ["flops"]}, "config: report.cost: must be among messages"),
     ({"target": 1e-3, "format": "jpg"}, "config: report.format: Input should be 'png', 'pdf' or 'svg'"),
     ({"target": 1e-3, "color": "red"}, "config: report.color: unknown key; allowed: target, metric"),
 ])

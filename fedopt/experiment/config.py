@@ -126,7 +126,7 @@ class ReportConfig(_Section):
     @classmethod
     def _known_metric(cls, v: str) -> str:
         if v not in METRIC_COLUMNS:
-            raise ValueError(f"must be one of {', '.join(METRIC_COLUMNS)}, got {v!r}")
+            raise ValueError(f"must be one of {', '.join(METRIC_COLUMNS)}")
         return v
 
     @field_validator("cost")
@@ -136,7 +136,7 @@ class ReportConfig(_Section):
 
         for c in v:
             if c not in COST_AXES:
-                raise ValueError(f"must be among {', '.join(COST_AXES)}, got {c!r}")
+                raise ValueError(f"must be among {', '.join(COST_AXES)} (got {c!r})")
         return v
 
     @field_validator("by", "x", mode="before")
