@@ -92,6 +92,22 @@ def test_a_run_that_never_reaches_the_target_is_reported_as_such() -> None:
     assert float(ratios[ratios["algorithm"] == "fast"]["messages"].iloc[0]) == 1.0
 
 
+def test_accuracy_targets_are_reached_when_the_accuracy_rises_to_them() -> None:
+    acc = [0.1, 0.6, 0.8, 0.95]
+    df = _run("a0", "fedavg", 0, [1.0, 1.0, 1.0, 1.0], [0, 10, 20, 30]).assign(test_accuracy=acc)
+    per_run = run_costs(df, 0.9, "test_accuracy")
+    row = per_run.iloc[0]
+    assert row["reached"] and row["target_value"] == 0.9 and row["final_value"] == 0.95
+    # the error 1 − accuracy falls from 0.2 to 0.05 between 20 and 30 messages: log-interpolated at 0.1
+    want = 20.0 + 10.0 * math.log(0.2 / 0.1) / math.log(0.2 / 0.05)
+    assert row["messages"] == pytest.approx(want, abs=1e-12)
+    assert not run_costs(df, 0.99, "test_accuracy").iloc[0]["reached"]
+    with pytest.raises(ValueError, match="higher-is-better"):
+        run_costs(df, 0.5, "test_accuracy", relative=True)
+    with pytest.raises(ValueError, match="below its best value"):
+        run_costs(df, 1.0, "test_accuracy")
+
+
 # ---- statistics ------------------------------------------------------------------------
 
 

@@ -108,16 +108,32 @@ def check_metric(df: pd.DataFrame, metric: str) -> None:
                          f"choose one of: {', '.join(metrics)}")
 
 
+#: Metrics where higher is better, with their best value: the target is reached when the
+#: metric rises to it (``test_accuracy ≥ 0.9``), found on the error ``best − metric``.
+HIGHER_IS_BETTER: dict[str, float] = {"test_accuracy": 1.0}
+
+
 def run_costs(results: pd.DataFrame, target: float, metric: str = "dist_opt", relative: bool = False) -> pd.DataFrame:
     """One row per run: its identity, ``reached``, the target it was held to (``target_value``:
     ``target`` times the run's first recorded value when ``relative``), ``initial_value`` and
     ``final_value`` of the metric, and the cost to reach the target on every cost axis (NaN
-    when not reached). Runs that errored are kept (not reached, final value NaN)."""
+    when not reached). Runs that errored are kept (not reached, final value NaN).
+
+    For a metric of :data:`HIGHER_IS_BETTER` (``test_accuracy``) the target is reached when the
+    metric rises to ``target`` (an absolute value below its best, e.g. 0.9): the crossing is
+    found on the error ``best − metric`` against ``best − target``; ``relative`` is refused."""
     if not target > 0:
         raise ValueError(f"report: target must be positive, got {target}")
     if results is None or len(results) == 0:
         raise ValueError("report: the results table is empty (no run finished)")
     check_metric(results, metric)
+    best = HIGHER_IS_BETTER.get(metric)
+    if best is not None:
+        if relative:
+            raise ValueError(f"report: metric {metric!r} is higher-is-better; give an absolute target "
+                             f"(e.g. 0.9), not a relative one")
+        if not target < best:
+            raise ValueError(f"report: target for {metric!r} must be below its best value {best:g}, got {target:g}")
     axes = _axes(results)
     ident = [c for c in results.columns if c not in (*COST_AXES, "events", "wall_s", "message") and
              pd.api.types.is_scalar(c)]
@@ -129,8 +145,11 @@ def run_costs(results: pd.DataFrame, target: float, metric: str = "dist_opt", re
         first = float(vals[finite[0]]) if len(finite) else math.nan
         last = float(vals[finite[-1]]) if len(finite) else math.nan
         tv = target * first if relative else target
-        reached, at = (first_crossing(vals, costs, tv) if math.isfinite(tv) and tv > 0
-                       else (False, np.full(len(axes), np.nan)))
+        if best is None:
+            reached, at = (first_crossing(vals, costs, tv) if math.isfinite(tv) and tv > 0
+                           else (False, np.full(len(axes), np.nan)))
+        else:
+            reached, at = first_crossing(best - vals, costs, best - tv)
         head = g.iloc[0]
         row: dict[str, Any] = {c: head[c] for c in ident if c not in (metric,)}
         row["status"] = str(head["status"]) if "status" in g else "ok"
@@ -546,7 +565,8 @@ def to_markdown(report: Report) -> str:
     s = report.settings
     t = report.table
     target = f"{s.target:g} × the run's first value" if s.relative else f"{s.target:g}"
-    lines = [f"# Cost to reach {s.metric} ≤ {target}", "",
+    op = "≥" if s.metric in HIGHER_IS_BETTER else "≤"
+    lines = [f"# Cost to reach {s.metric} {op} {target}", "",
              "Median over seeds [bootstrap 95 % interval of the median]; a run that did not reach the target "
              "counts as an infinite cost (*not reached* when half of the runs or more did not reach it; "
              "*final* is then the median final value).", ""]
