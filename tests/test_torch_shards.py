@@ -105,7 +105,8 @@ def test_global_quantities_are_the_full_problems() -> None:
 
 
 def test_placement_on_the_cpu_and_mismatches_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    auto = _problem("auto")  # no GPU here: auto is the CPU, float64
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (also on a GPU machine)
+    auto = _problem("auto")  # no GPU: auto is the CPU, float64
     for device in (None, "cpu"):
         view = auto.shard_view(OWN, device=device)
         assert view.device == torch.device("cpu") and view.dtype == torch.float64
@@ -117,14 +118,14 @@ def test_placement_on_the_cpu_and_mismatches_are_errors(monkeypatch: pytest.Monk
                                                 r"\(num_gpus_per_actor: 0\)") as info:
         PROB.shard_view(OWN, device="cuda")
     assert info.value.key == "device"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ProblemParamError, match=r"device 'cuda' asked for but torch .* sees no CUDA device"):
         auto.shard_view(OWN, device="cuda")  # auto follows the placement: never a quiet CPU run
 
 
 def test_the_worker_builds_its_shard_on_the_device_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray's device for an actor reaches the problem: ``cpu`` builds the shard on the CPU; ``cuda``
-    asks torch for CUDA (absent here: the problem's error, not a quiet CPU run)."""
+    asks torch for CUDA (absent: the problem's error, not a quiet CPU run)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (also on a GPU machine)
     top = Topology.from_networkx("cycle", nx.cycle_graph(N))
     spec = equivalence_spec("dgd", 0, _problem("auto"), top, lr=0.1)
     sim = ShardedSimulation(spec, InProcessTransport(2))
@@ -138,7 +139,6 @@ def test_the_worker_builds_its_shard_on_the_device_it_was_given(monkeypatch: pyt
     w.setup(spec, sim.prepared.prepared, 1, sim.shards[1])
     assert w.ctx.problem.device == torch.device("cpu") and w.info()["device"] == "cpu"
     monkeypatch.setattr(ray_engine, "actor_device", lambda: "cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ProblemParamError, match="device 'cuda' asked for but torch"):
         ray_engine.RayShardWorker().setup(spec, sim.prepared.prepared, 1, sim.shards[1])
 
@@ -146,12 +146,12 @@ def test_the_worker_builds_its_shard_on_the_device_it_was_given(monkeypatch: pyt
 def test_a_gpu_problem_sent_to_a_process_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pickled problem carries its data in host memory; a copy of a CUDA problem that lands
     where there is no CUDA cannot compute itself (a clear error) but serves shard views there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (also on a GPU machine)
     copy = pickle.loads(pickle.dumps(PROB))
     assert copy._inputs.device.type == "cpu"
     state = {**_problem("auto").__getstate__(), "device": torch.device("cuda", 0), "_placed": False}
     sent = TorchModelProblem.__new__(TorchModelProblem)
     sent.__setstate__(state)  # what a driver on a GPU sends (device: auto, resolved there to cuda:0)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     X = _iterates(PROB, len(OWN))
     with pytest.raises(RuntimeError, match=r"copy of a problem on cuda:0 was sent to a process where it cannot "
                                            r"compute .*shard_view\(nodes, device=\.\.\.\)"):
@@ -176,7 +176,7 @@ def test_shards_on_cuda_match_the_cpu() -> None:
     assert np.array_equal(on_cpu.grad(X, OWN), cpu.grad(X, OWN))
     sent = pickle.loads(pickle.dumps(gpu))
     assert sent._inputs.device.type == "cpu"  # host memory until it computes itself
-    np.testing.assert_array_equal(sent.grad(X, OWN), gpu.grad(X, OWN))
+    np.testing.assert_allclose(sent.grad(X, OWN), gpu.grad(X, OWN), rtol=1e-12, atol=1e-14)
     assert sent._inputs.is_cuda
 
 
