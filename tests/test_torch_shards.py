@@ -234,3 +234,18 @@ def test_local_sharded_and_ray_give_the_same_table(ray_engine_2, name: str) -> N
         np.testing.assert_allclose(got.meter.per_node()["grad_evals"], ref.meter.per_node()["grad_evals"])
     infos = ray.get([a.info.remote() for a in ray_engine_2.actors])
     assert [i["device"] for i in infos] == ["cpu", "cpu"] and sum(i["nodes"] for i in infos) == N
+
+
+def test_gradients_are_not_assembled_from_zero_filled_slices() -> None:
+    """Gradients are taken with respect to the parameter dict, not through slices of the flat
+    vector (whose backward fills a zero ``[d]`` tensor per parameter tensor and node)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    X = _iterates(PROB, N)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        PROB.grad(X, np.arange(N))
+        PROB.sample_grads(X[:2], np.arange(2), np.zeros((2, 3), dtype=np.int64))
+        PROB.stochastic_grad(X, np.arange(N), NodeStreams(1, N)["sampling"], 3)
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::bmm" in ops or "aten::mm" in ops or "aten::addmm" in ops  # (the profiler saw the kernels)
+    assert "aten::slice_backward" not in ops

@@ -120,23 +120,38 @@ def make_kernels(
     module: "nn.Module",
     loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
     unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
+    flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
 ) -> Kernels:
     """The oracles of ``module`` with per-sample ``loss`` as vmapped functions of a block:
     ``value(X [k, d], A [k, b, *in], Y [k, b, *out], w [k, b]) -> [k]`` (the weighted loss
     sums ``Σ_j w_kj ℓ(model(X_k; A_kj), Y_kj)``), ``grad(X, A, Y, w) -> [k, d]`` (their
     gradients) and ``sample_grads(X, A, Y) -> [k, b, d]`` (per-sample gradients);
-    ``unflatten`` maps a flat parameter vector to the module's parameter dict."""
+    ``unflatten`` / ``flatten`` map a flat parameter vector to the module's parameter dict
+    and back. Gradients are taken with respect to the parameter dict and flattened once
+    (differentiating through the slices of the flat vector would add a zero-filled
+    ``[d]`` tensor per parameter tensor to every gradient)."""
     from torch.func import functional_call, grad, vmap
 
-    def sample_loss(flat: "torch.Tensor", a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
-        pred = functional_call(module, unflatten(flat), (a.unsqueeze(0),))
+    def sample_loss(params: dict[str, "torch.Tensor"], a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        pred = functional_call(module, params, (a.unsqueeze(0),))
         return loss(pred.squeeze(0), y)
 
-    def weighted_loss(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
-        per_sample = vmap(sample_loss, in_dims=(None, 0, 0))(flat, A, Y)
+    def weighted_loss(params: dict[str, "torch.Tensor"], A: "torch.Tensor", Y: "torch.Tensor",
+                      w: "torch.Tensor") -> "torch.Tensor":
+        per_sample = vmap(sample_loss, in_dims=(None, 0, 0))(params, A, Y)
         return (w * per_sample).sum()
 
-    return vmap(weighted_loss), vmap(grad(weighted_loss)), vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)))
+    def value(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
+        return weighted_loss(unflatten(flat), A, Y, w)
+
+    def node_grad(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
+        return flatten(grad(weighted_loss)(unflatten(flat), A, Y, w))
+
+    def node_sample_grads(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
+        params = unflatten(flat)
+        return vmap(lambda a, y: flatten(grad(sample_loss)(params, a, y)))(A, Y)
+
+    return vmap(value), vmap(node_grad), vmap(node_sample_grads)
 
 
 class _VmapOracles:
@@ -291,7 +306,7 @@ class TorchModelProblem(_VmapOracles, Problem):
         self._w = as_t(valid / m[:, None].astype(np.float64))
         self._placed = True
         self._init = self.flatten(dict(self.module.named_parameters())).detach().cpu().numpy().astype(np.float64)
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
 
     # ---- flat parameters <-> parameter dicts ------------------------------------------
     def unflatten(self, flat: "torch.Tensor") -> dict[str, "torch.Tensor"]:
@@ -330,7 +345,7 @@ class TorchModelProblem(_VmapOracles, Problem):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._loss = _LOSS_FNS[self.loss_name]
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
 
     def _place(self) -> None:
         """Move the module and data to the problem's device if they are not there (an
@@ -437,7 +452,7 @@ class TorchShardView(_VmapOracles, ShardView):
         self.device, self.dtype = full.shard_placement(device)
         self.m = full.m
         self.module = copy.deepcopy(full.module).to(device=self.device, dtype=self.dtype)
-        self._kernels = make_kernels(self.module, full._loss, full.unflatten)
+        self._kernels = make_kernels(self.module, full._loss, full.unflatten, full.flatten)
         self._inputs, self._targets, self._w = (t.to(device=self.device, dtype=self.dtype, copy=True)
                                                 for t in full._data_rows(self.nodes))
 
