@@ -11,7 +11,7 @@ Workload: ``n`` nodes (default 64) on a connected random geometric graph, each w
 gradients: ``fedavg`` (every client, 2 local gradient steps per round: the clients are
 split over the actors, the server stays on the driver) and ``dgd`` (one gradient and one
 gossip product per round: rows split over the actors by a graph partition, products by
-halo exchange). Each run is ``engine.run(spec)`` for ``--rounds`` rounds with checkpoint
+halo exchange), step size ``1 / h``. Each run is ``engine.run(spec)`` for ``--rounds`` rounds with checkpoint
 rows at the start and the end.
 
 Both sides warm: one untimed run on each side first (local: lazy imports, torch's first
@@ -46,7 +46,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared ben
 from bench_graphs import rgg  # noqa: E402
 
 D_IN = 1000
-PARAMS = {"fedavg": {"lr": 0.01, "local_steps": 2}, "dgd": {"lr": 0.01}}
+#: Parameters of each algorithm; the step size is ``LR / h`` (stable at every width).
+PARAMS = {"fedavg": {"local_steps": 2}, "dgd": {}}
+LR = 1.0
 
 
 def make_problem(n: int, hidden: int, samples: int) -> TorchModelProblem:
@@ -111,7 +113,7 @@ def main() -> None:
         prob = make_problem(args.nodes, hidden, args.samples)
         for name in args.algorithms:
             def spec() -> RunSpec:
-                return RunSpec(name, prob, top, make_algorithm(name, **PARAMS[name]), 0,
+                return RunSpec(name, prob, top, make_algorithm(name, lr=LR / hidden, **PARAMS[name]), 0,
                                StopCriteria(rounds=args.rounds), record_every=float(args.rounds))
             load0 = os.getloadavg()[0]
             make_engine("local").run(spec())
