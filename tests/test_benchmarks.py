@@ -106,3 +106,19 @@ def test_sync_rounds_benchmark_runs_and_matches_local() -> None:
     for r in rows:
         halo_kb, broadcast_kb, diff = float(r[-4]), float(r[-3]), float(r[-1])
         assert 0 < halo_kb < broadcast_kb and diff <= 1e-9
+
+
+def test_torch_throughput_sides_compute_the_same_gradients() -> None:
+    tt = _load("torch_throughput")
+    assert tt.n_params(*tt.SIZES["1M"]) == 999_997 and tt.n_params(*tt.SIZES["1k"]) == 1_021
+    assert tt.block_size(1000, 1_000_003, 1.5e9) == 62 and tt.block_size(10, 1021, 1.5e9) == 10
+    r = tt.bench_one(n=5, d_in=6, hidden=4, samples=3, device="cpu", budget=24 * 33 * 2, min_time=0.0)
+    assert r["block"] == 2 and r["d"] == 33  # 3 blocks of nodes: 2, 2, 1
+    assert r["err"] < 1e-5 and r["vmap_rate"] > 0 and r["loop_rate"] > 0
+
+
+def test_torch_throughput_bad_device_is_one_line() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "torch_throughput.py"), "--device", "tpu"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
+        "--device must be cpu, cuda or cuda:K, got 'tpu'")

@@ -429,3 +429,18 @@ def test_fedavg_equals_a_hand_written_torch_fedavg(batch, per_round) -> None:
     for row in result.rows:
         assert row["train_loss"] == pytest.approx(_torch_loss(prob, d_in, hidden, ref[row["round"]]), abs=1e-10)
     assert not np.allclose(ref[-1], ref[0])
+
+
+def test_a_pickled_or_sharded_classifier_keeps_its_test_split_and_follows_placement(case) -> None:
+    import pickle
+
+    prob, _, X = case
+    assert {"_test_inputs", "_test_labels"} <= set(type(prob)._DEVICE_TENSORS)  # travel with the data
+    copy = pickle.loads(pickle.dumps(prob))
+    assert copy.test_metrics(X[0]) == prob.test_metrics(X[0])
+    view = prob.shard_view(np.array([1, 2]), device="cpu")
+    np.testing.assert_array_equal(view.query(X[1:3], np.array([1, 2])), prob.value(X[1:3], np.array([1, 2])))
+    assert view.test_metrics(X[0]) == prob.test_metrics(X[0])
+    # device: auto follows the engine's placement (the factory keeps it unresolved)
+    auto = problem_factory("mlp_classification")(n=N_NODES, hidden=2, seed=0)
+    assert auto.requested_device == "auto"

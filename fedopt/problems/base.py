@@ -165,12 +165,14 @@ class Problem(ABC):
     def describe(self) -> dict[str, Any]:
         return {"problem": type(self).__name__, "n": self.n, "d": self.d, "L": self.L, "mu": self.mu}
 
-    def shard_view(self, nodes: IntArray) -> "Problem":
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> "Problem":
         """This problem as a shard holding ``nodes`` reads it: a problem with the same
         oracles (global node ids, the same numbers bit for bit) that serves those
         nodes' data without copying them on every call. Built once when a shard is
-        set up. The default is the problem itself (no per-node data to keep close);
-        problems with per-node data return a :class:`ShardView`."""
+        set up. ``device``: where the engine placed the shard (``"cpu"``, ``"cuda"``;
+        ``None``: not placed); problems that compute in numpy ignore it, torch problems
+        put the shard's data there. The default is the problem itself (no per-node data
+        to keep close); problems with per-node data return a :class:`ShardView`."""
         return self
 
 
@@ -260,8 +262,8 @@ class ShardView(Problem):
     def describe(self) -> dict[str, Any]:
         return self.full.describe()
 
-    def shard_view(self, nodes: IntArray) -> Problem:
-        return self.full.shard_view(nodes)
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> Problem:
+        return self.full.shard_view(nodes, device)
 
 
 #: Relative tolerance of the check that the local objectives are quadratic.

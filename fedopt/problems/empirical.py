@@ -304,8 +304,9 @@ class EmpiricalProblem(Problem):
         out.update(reg=self.reg, samples=int(self.m.sum()), m_min=int(self.m.min()), m_max=int(self.m.max()))
         return out
 
-    def shard_view(self, nodes: IntArray) -> EmpiricalShardView:
-        """A shard's view holding ``nodes``' data rows contiguously (see :class:`EmpiricalShardView`)."""
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> EmpiricalShardView:
+        """A shard's view holding ``nodes``' data rows contiguously (see :class:`EmpiricalShardView`);
+        ``device`` is ignored (numpy computes on the CPU)."""
         return EmpiricalShardView(self, nodes)
 
 

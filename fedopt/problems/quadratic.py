@@ -49,8 +49,9 @@ class Quadratic(Problem):
         AX = np.einsum("kij,kj->ki", A, X)
         return 0.5 * np.einsum("ki,ki->k", X, AX) - np.einsum("ki,ki->k", b, X) + c
 
-    def shard_view(self, nodes: IntArray) -> QuadraticShardView:
-        """A shard's view holding ``nodes``' ``A_i``, ``b_i``, ``c_i`` contiguously."""
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> QuadraticShardView:
+        """A shard's view holding ``nodes``' ``A_i``, ``b_i``, ``c_i`` contiguously (``device``
+        is ignored: numpy computes on the CPU)."""
         return QuadraticShardView(self, nodes)
 
     def hessian_sum(self) -> FloatArray:

@@ -18,6 +18,13 @@ a block (and over samples for per-sample gradients), with
 iterates is moved to the device once per oracle call; results come back as
 float64 numpy arrays.
 
+A shard of a distributed run reads the problem through :meth:`TorchModelProblem.shard_view`
+(:class:`TorchShardView`): its own nodes' data copied once, contiguously, to the device
+the engine placed the shard on (a GPU Ray gave its actor), with a copy of the module
+there, and the same kernels. A pickled problem carries its tensors in host memory and
+goes back to its device only when it computes itself, so the full copy a shard
+receives with its run spec stays off the shard's device.
+
 torch is imported when a problem of this module is built, not when
 :mod:`fedopt.problems` is imported.
 
@@ -38,6 +45,7 @@ Registered problems:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -46,7 +54,7 @@ import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
 from fedopt.core.rng import NodeStream
-from fedopt.problems.base import Problem, ProblemParamError, param_error, register_problem
+from fedopt.problems.base import Problem, ProblemParamError, ShardView, param_error, register_problem
 from fedopt.problems.data import load_dataset
 from fedopt.problems.partition import Partition, partition_samples
 
@@ -121,8 +129,126 @@ _LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]]
     "mse": _mse, "cross_entropy": _cross_entropy,
 }
 
+#: The vmapped kernels of a module: ``(value, grad, sample_grads)`` (see :func:`make_kernels`).
+Kernels = tuple[Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"]]
 
-class TorchModelProblem(Problem):
+
+def make_kernels(
+    module: "nn.Module",
+    loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
+    unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
+    flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
+) -> Kernels:
+    """The oracles of ``module`` with per-sample ``loss`` as vmapped functions of a block:
+    ``value(X [k, d], A [k, b, *in], Y [k, b, *out], w [k, b]) -> [k]`` (the weighted loss
+    sums ``Σ_j w_kj ℓ(model(X_k; A_kj), Y_kj)``), ``grad(X, A, Y, w) -> [k, d]`` (their
+    gradients) and ``sample_grads(X, A, Y) -> [k, b, d]`` (per-sample gradients);
+    ``unflatten`` / ``flatten`` map a flat parameter vector to the module's parameter dict
+    and back. Gradients are taken with respect to the parameter dict and flattened once
+    (differentiating through the slices of the flat vector would add a zero-filled
+    ``[d]`` tensor per parameter tensor to every gradient)."""
+    from torch.func import functional_call, grad, vmap
+
+    def sample_loss(params: dict[str, "torch.Tensor"], a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        pred = functional_call(module, params, (a.unsqueeze(0),))
+        return loss(pred.squeeze(0), y)
+
+    def weighted_loss(params: dict[str, "torch.Tensor"], A: "torch.Tensor", Y: "torch.Tensor",
+                      w: "torch.Tensor") -> "torch.Tensor":
+        per_sample = vmap(sample_loss, in_dims=(None, 0, 0))(params, A, Y)
+        return (w * per_sample).sum()
+
+    def value(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
+        return weighted_loss(unflatten(flat), A, Y, w)
+
+    def node_grad(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
+        return flatten(grad(weighted_loss)(unflatten(flat), A, Y, w))
+
+    def node_sample_grads(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
+        params = unflatten(flat)
+        return vmap(lambda a, y: flatten(grad(sample_loss)(params, a, y)))(A, Y)
+
+    return vmap(value), vmap(node_grad), vmap(node_sample_grads)
+
+
+class _VmapOracles:
+    """The oracles of a torch model problem, given where its data are read (shared by
+    :class:`TorchModelProblem` and its :class:`TorchShardView`): a subclass sets ``d``,
+    ``m``, ``device``, ``dtype``, ``_kernels`` and implements :meth:`_rows` and
+    :meth:`_samples`. Numpy in, float64 numpy out; one transfer of the iterates per call."""
+
+    d: int
+    m: IntArray
+    device: "torch.device"
+    dtype: "torch.dtype"
+    _kernels: Kernels
+
+    def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """``(A [k, m_max, *in], Y [k, m_max, *out], w [k, m_max])`` of ``nodes`` on the device."""
+        raise NotImplementedError
+
+    def _samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Samples ``idx [k, b]`` (checked) of each node on the device: ``(A [k, b, *in], Y [k, b, *out])``."""
+        raise NotImplementedError
+
+    def _to_device(self, X: FloatArray, k: int) -> "torch.Tensor":
+        """The block ``X [k, d]`` on the device and dtype (one transfer)."""
+        import torch
+
+        X = np.asarray(X)
+        if X.shape != (k, self.d):
+            raise ValueError(f"{type(self).__name__}: iterates must be [{k}, {self.d}] (one row per node), "
+                             f"got shape {X.shape}")
+        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
+
+    @staticmethod
+    def _out(t: "torch.Tensor") -> FloatArray:
+        return t.detach().cpu().numpy().astype(np.float64, copy=False)
+
+    def _checked_samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 2 or idx.shape[0] != len(nodes):
+            raise ValueError(f"sample_grads: idx must be [k, b] with k = {len(nodes)}, got shape {idx.shape}")
+        if (idx < 0).any() or (idx >= self.m[nodes][:, None]).any():
+            raise IndexError("sample_grads: a sample index is outside its node's 0..m_i-1")
+        return self._samples(nodes, idx)
+
+    def n_samples(self) -> IntArray:
+        return self.m.copy()
+
+    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if not len(nodes):
+            return np.zeros(0)
+        rows = self._rows(nodes)
+        return self._out(self._kernels[0](self._to_device(X, len(nodes)), *rows))
+
+    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if not len(nodes):
+            return np.zeros((0, self.d))
+        rows = self._rows(nodes)
+        return self._out(self._kernels[1](self._to_device(X, len(nodes)), *rows))
+
+    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        A, Y = self._checked_samples(nodes, idx)
+        return self._out(self._kernels[2](self._to_device(X, len(nodes)), A, Y))
+
+    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
+        """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn
+        uniformly with replacement from each node's samples (the same draws from the
+        per-node stream as :meth:`Problem.stochastic_grad`), in one vmapped call."""
+        import torch
+
+        nodes = np.asarray(nodes, dtype=np.int64)
+        idx = rng.integers(nodes, self.m[nodes], batch)
+        A, Y = self._checked_samples(nodes, idx)
+        w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
+        return self._out(self._kernels[1](self._to_device(X, len(nodes)), A, Y, w))
+
+
+class TorchModelProblem(_VmapOracles, Problem):
     """Per-node objectives ``f_i(x) = Σ_j w_ij ℓ(model(x; a_ij), y_ij)`` of one torch
     architecture, ``x`` its flat parameter vector.
 
@@ -135,11 +261,14 @@ class TorchModelProblem(Problem):
     targets : ``[n, m_max, *out]`` targets (padding ignored).
     m : ``[n]`` samples per node, each ``≥ 1``.
     loss : per-sample loss, one of :data:`LOSSES`.
-    device : ``auto | cpu | cuda | cuda:K`` (see :func:`resolve_device`).
+    device : ``auto | cpu | cuda | cuda:K`` (see :func:`resolve_device`); ``auto`` also lets
+        a shard follow the engine's placement (:meth:`shard_placement`).
     dtype : ``auto | float32 | float64`` (see :func:`resolve_dtype`).
     """
 
     L = None  # type: ignore[assignment]  # nonconvex: no smoothness constant is claimed
+    #: Tensors that live on the problem's device (pickled in host memory, see :meth:`__getstate__`).
+    _DEVICE_TENSORS: tuple[str, ...] = ("_inputs", "_targets", "_w")
     mu = None
 
     def __init__(
@@ -173,6 +302,7 @@ class TorchModelProblem(Problem):
             raise ValueError(f"{name}: cross_entropy needs targets [n, m_max, 1] holding class ids 0..C-1")
         self.device = resolve_device(device, name)
         self.dtype = resolve_dtype(dtype, self.device, name)
+        self.requested_device, self.requested_dtype = device, dtype
         self.loss_name = loss
         self._loss = _LOSS_FNS[loss]
         with torch.random.fork_rng(devices=[]):
@@ -196,8 +326,9 @@ class TorchModelProblem(Problem):
         pad_t = valid.reshape(valid.shape + (1,) * (targets.ndim - 2))
         self._targets = as_t(np.where(pad_t, targets, 0.0))
         self._w = as_t(valid / m[:, None].astype(np.float64))
+        self._placed = True
         self._init = self.flatten(dict(self.module.named_parameters())).detach().cpu().numpy().astype(np.float64)
-        self._build_kernels()
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
 
     # ---- flat parameters <-> parameter dicts ------------------------------------------
     def unflatten(self, flat: "torch.Tensor") -> dict[str, "torch.Tensor"]:
@@ -222,104 +353,91 @@ class TorchModelProblem(Problem):
 
     # ---- pickling (shards of a distributed run get a copy) ----------------------------------
     def __getstate__(self) -> dict[str, Any]:
+        """The problem with its module and data in host memory (a process without the
+        problem's GPU can unpickle it; :meth:`_place` moves them back on first own use)."""
         state = self.__dict__.copy()
-        for key in ("_value_k", "_grad_k", "_sample_grads_k", "_loss"):
+        for key in ("_kernels", "_loss"):
             state.pop(key, None)  # closures: rebuilt from the module on unpickling
+        if self.device.type != "cpu":
+            state["module"] = copy.deepcopy(self.module).cpu()
+            state.update({k: getattr(self, k).cpu() for k in self._DEVICE_TENSORS})
+            state["_placed"] = False
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._loss = _LOSS_FNS[self.loss_name]
-        self._build_kernels()
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
 
-    # ---- vectorized kernels --------------------------------------------------------------
-    def _build_kernels(self) -> None:
-        from torch.func import functional_call, grad, vmap
+    def _place(self) -> None:
+        """Move the module and data to the problem's device if they are not there (an
+        unpickled copy of a GPU problem arrives in host memory). A device this process
+        cannot use is an error: such a copy serves only shard views on a device of its own."""
+        if self._placed:
+            return
+        try:
+            resolve_device(str(self.device), type(self).__name__)
+        except ProblemParamError as exc:
+            raise RuntimeError(
+                f"{type(self).__name__}: this copy of a problem on {self.device} was sent to a process where "
+                f"it cannot compute ({exc}); a shard reads it through shard_view(nodes, device=...) on a "
+                "device of its own") from None
+        self.module.to(device=self.device)
+        for key in self._DEVICE_TENSORS:
+            setattr(self, key, getattr(self, key).to(device=self.device))
+        self._placed = True
 
-        module, loss = self.module, self._loss
-
-        def sample_loss(flat: "torch.Tensor", a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
-            pred = functional_call(module, self.unflatten(flat), (a.unsqueeze(0),))
-            return loss(pred.squeeze(0), y)
-
-        def weighted_loss(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
-                          w: "torch.Tensor") -> "torch.Tensor":
-            per_sample = vmap(sample_loss, in_dims=(None, 0, 0))(flat, A, Y)
-            return (w * per_sample).sum()
-
-        self._value_k = vmap(weighted_loss)
-        self._grad_k = vmap(grad(weighted_loss))
-        self._sample_grads_k = vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)))
-
-    def _to_device(self, X: FloatArray, k: int) -> "torch.Tensor":
-        """The block ``X [k, d]`` on the problem's device and dtype (one transfer)."""
-        import torch
-
-        X = np.asarray(X)
-        if X.shape != (k, self.d):
-            raise ValueError(f"{type(self).__name__}: iterates must be [{k}, {self.d}] (one row per node), "
-                             f"got shape {X.shape}")
-        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
-
-    def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    # ---- data access ----------------------------------------------------------------------
+    def _data_rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """``(A, Y, w)`` of ``nodes`` where the data are (a view for a run of consecutive nodes)."""
         import torch
 
         k = len(nodes)
         if k and int(nodes[-1]) - int(nodes[0]) == k - 1 and (k == 1 or bool((np.diff(nodes) == 1).all())):
             s = slice(int(nodes[0]), int(nodes[0]) + k)  # a run of consecutive nodes: a view, no copy
             return self._inputs[s], self._targets[s], self._w[s]
-        idx = torch.as_tensor(nodes, device=self.device)
+        idx = torch.as_tensor(nodes, device=self._inputs.device)
         return self._inputs[idx], self._targets[idx], self._w[idx]
 
-    @staticmethod
-    def _out(t: "torch.Tensor") -> FloatArray:
-        return t.detach().cpu().numpy().astype(np.float64, copy=False)
-
-    def _gather(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """Samples ``idx [k, b]`` of each node: ``(A [k, b, *in], Y [k, b, *out])``."""
+    def _data_samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Samples ``idx [k, b]`` of each of ``nodes`` where the data are."""
         import torch
 
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.ndim != 2 or idx.shape[0] != len(nodes):
-            raise ValueError(f"sample_grads: idx must be [k, b] with k = {len(nodes)}, got shape {idx.shape}")
-        if (idx < 0).any() or (idx >= self.m[nodes][:, None]).any():
-            raise IndexError("sample_grads: a sample index is outside its node's 0..m_i-1")
-        ni = torch.as_tensor(nodes, device=self.device)[:, None]
-        si = torch.as_tensor(idx, device=self.device)
+        ni = torch.as_tensor(nodes, device=self._inputs.device)[:, None]
+        si = torch.as_tensor(idx, device=self._inputs.device)
         return self._inputs[ni, si], self._targets[ni, si]
 
-    # ---- oracles (numpy in, numpy out) -------------------------------------------------
-    def n_samples(self) -> IntArray:
-        return self.m.copy()
+    def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        self._place()
+        return self._data_rows(nodes)
 
-    def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
-        nodes = np.asarray(nodes, dtype=np.int64)
-        if not len(nodes):
-            return np.zeros(0)
-        return self._out(self._value_k(self._to_device(X, len(nodes)), *self._rows(nodes)))
+    def _samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        self._place()
+        return self._data_samples(nodes, idx)
 
-    def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
-        nodes = np.asarray(nodes, dtype=np.int64)
-        if not len(nodes):
-            return np.zeros((0, self.d))
-        return self._out(self._grad_k(self._to_device(X, len(nodes)), *self._rows(nodes)))
+    # ---- shards ---------------------------------------------------------------------------
+    def shard_placement(self, device: str | None) -> tuple["torch.device", "torch.dtype"]:
+        """The device and dtype of a shard that an engine placed on ``device`` (``"cpu"``,
+        ``"cuda"``; ``None``: not placed, the problem's own). A problem built with
+        ``device: auto`` follows the placement, and ``dtype: auto`` then follows the device
+        (float64 on the CPU, float32 on CUDA); an explicit device of another kind than the
+        placement's is an error, never a quiet move."""
+        if device is None:
+            return self.device, self.dtype
+        name, placed = type(self).__name__, str(device)
+        asked = str(self.requested_device)
+        if asked != "auto" and asked.split(":")[0] != placed.split(":")[0]:
+            raise ProblemParamError(
+                "device", f"{name}: device {asked!r} asked for, but the engine placed this shard on {placed!r}; "
+                f"set the problem's device to auto to follow the engine's placement, or give the shards "
+                f"{'GPUs (num_gpus_per_actor > 0)' if asked.startswith('cuda') else 'no GPU (num_gpus_per_actor: 0)'}")
+        dev = resolve_device(placed, f"{name} shard")
+        return dev, resolve_dtype(self.requested_dtype, dev, name)
 
-    def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
-        nodes = np.asarray(nodes, dtype=np.int64)
-        A, Y = self._gather(nodes, idx)
-        return self._out(self._sample_grads_k(self._to_device(X, len(nodes)), A, Y))
-
-    def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
-        """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn
-        uniformly with replacement from each node's samples (the same draws from the
-        per-node stream as :meth:`Problem.stochastic_grad`), in one vmapped call."""
-        import torch
-
-        nodes = np.asarray(nodes, dtype=np.int64)
-        idx = rng.integers(nodes, self.m[nodes], batch)
-        A, Y = self._gather(nodes, idx)
-        w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
-        return self._out(self._grad_k(self._to_device(X, len(nodes)), A, Y, w))
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> "TorchShardView":
+        """The problem as a shard holding ``nodes`` on ``device`` reads it (see
+        :class:`TorchShardView` and :meth:`shard_placement`)."""
+        return TorchShardView(self, nodes, device)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -334,6 +452,65 @@ class TorchModelProblem(Problem):
             x_star_reason="nonconvex: no global minimizer is known (subopt and dist_opt are NaN)",
         )
         return out
+
+
+class TorchShardView(_VmapOracles, ShardView):
+    """A :class:`TorchModelProblem` seen from a shard that owns ``nodes``, on the device the
+    engine placed the shard on (:meth:`TorchModelProblem.shard_placement`).
+
+    The shard's own nodes' inputs, targets and weights are copied there once,
+    contiguously, in the order of ``nodes``, with a copy of the module; the kernels are
+    the full problem's (:func:`make_kernels`) over that module. A call on a run of own
+    nodes (a whole-shard block) slices the copies; any other call (peer nodes, own nodes
+    out of order) reads the full problem's data and moves them to the shard's device, so
+    on the full problem's device and dtype every result equals the full problem's bit for
+    bit. Samples of own nodes (minibatches, per-sample gradients) are gathered from the
+    shard's copies.
+    """
+
+    full: TorchModelProblem
+
+    def __init__(self, full: TorchModelProblem, nodes: IntArray, device: str | None = None) -> None:
+        super().__init__(full, nodes)
+        self.device, self.dtype = full.shard_placement(device)
+        self.m = full.m
+        self.module = copy.deepcopy(full.module).to(device=self.device, dtype=self.dtype)
+        self._kernels = make_kernels(self.module, full._loss, full.unflatten, full.flatten)
+        self._inputs, self._targets, self._w = (t.to(device=self.device, dtype=self.dtype, copy=True)
+                                                for t in full._data_rows(self.nodes))
+
+    def _moved(self, tensors: tuple["torch.Tensor", ...]) -> tuple["torch.Tensor", ...]:
+        return tuple(t.to(device=self.device, dtype=self.dtype) for t in tensors)
+
+    def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        s = self.own_run(nodes)
+        if s is None:
+            return self._moved(self.full._data_rows(nodes))  # type: ignore[return-value]
+        return self._inputs[s], self._targets[s], self._w[s]
+
+    def _samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
+        import torch
+
+        loc = self.local[nodes]
+        if len(nodes) and bool((loc >= 0).all()):
+            li = torch.as_tensor(loc, device=self.device)[:, None]
+            si = torch.as_tensor(idx, device=self.device)
+            return self._inputs[li, si], self._targets[li, si]
+        return self._moved(self.full._data_samples(nodes, idx))  # type: ignore[return-value]
+
+    def data_bytes(self) -> int:
+        """Bytes of per-node data this view holds on its device."""
+        return sum(t.element_size() * t.numel() for t in (self._inputs, self._targets, self._w))
+
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> Problem:
+        return self.full.shard_view(nodes, device)
+
+    def query(self, X: FloatArray, nodes: IntArray) -> FloatArray:
+        """Zeroth-order values from the shard's copies (the full problem's own ``query``
+        when it overrides the default, which is :meth:`value`)."""
+        if type(self.full).query is Problem.query:
+            return self.value(X, nodes)
+        return self.full.query(X, nodes)
 
 
 # ---- data and factories -----------------------------------------------------------------
@@ -425,7 +602,7 @@ def mlp_regression(
         raise ProblemParamError("data", f"mlp_regression: data must be a mapping with a source "
                                 f"({', '.join(REGRESSION_SOURCES)}), got {data!r}")
     dev = resolve_device(device, "mlp_regression")  # before any data are made: a bad device fails fast
-    dt = str(resolve_dtype(dtype, dev, "mlp_regression")).removeprefix("torch.")
+    resolve_dtype(dtype, dev, "mlp_regression")
     rng = np.random.default_rng(seed) if rng is None else rng
     data_rng, part_rng, init_rng = rng.spawn(3)
     features, labels = _regression_data(data, data_rng)
@@ -442,7 +619,7 @@ def mlp_regression(
     init_seed = int(init_rng.integers(2**63))
     width = int(hidden)
     return TorchModelProblem(partial(mlp, d_in, width), inputs, targets, sizes, loss="mse",
-                             device=str(dev), dtype=dt, init_seed=init_seed)
+                             device=device, dtype=dtype, init_seed=init_seed)
 
 
 # ---- classification: cross-entropy with a held-out test split -------------------------------
@@ -457,6 +634,8 @@ class TorchClassificationProblem(TorchModelProblem):
     ``0..C-1``), plus ``test_inputs [N_test, *in]`` and ``test_labels [N_test]`` (the
     split may be empty: ``test_metrics`` is then empty and the column NaN).
     """
+
+    _DEVICE_TENSORS = (*TorchModelProblem._DEVICE_TENSORS, "_test_inputs", "_test_labels")
 
     def __init__(
         self,
@@ -494,6 +673,7 @@ class TorchClassificationProblem(TorchModelProblem):
 
         if not self.n_test:
             return {}
+        self._place()
         flat = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(self.d), dtype=self.dtype, device=self.device)
         with torch.no_grad():
             logits = functional_call(self.module, self.unflatten(flat), (self._test_inputs,))
@@ -589,8 +769,7 @@ def _digits_problem(
             or not (0 <= test_fraction < 1):
         raise ProblemParamError("test_fraction", f"{owner}: test_fraction must be a number in [0, 1), "
                                 f"got {test_fraction!r}")
-    dev = resolve_device(device, owner)  # before any data are made: a bad device fails fast
-    dt = str(resolve_dtype(dtype, dev, owner)).removeprefix("torch.")
+    resolve_dtype(dtype, resolve_device(device, owner), owner)  # before any data are made: bad values fail fast
     rng = np.random.default_rng(seed) if rng is None else rng
     data_rng, part_rng, init_rng = rng.spawn(3)
     x_train, y_train, x_test, y_test = digits_split(float(test_fraction), data_rng)
@@ -598,7 +777,7 @@ def _digits_problem(
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     part = partition_samples(y_train, n, partition, part_rng, owner)
     inputs, targets = node_blocks(x_train, y_train, part)
-    return TorchClassificationProblem(arch, inputs, targets, part.sizes, x_test, y_test, device=str(dev), dtype=dt,
+    return TorchClassificationProblem(arch, inputs, targets, part.sizes, x_test, y_test, device=device, dtype=dtype,
                                       init_seed=int(init_rng.integers(2**63)))
 
 

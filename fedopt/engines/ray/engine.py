@@ -18,9 +18,12 @@ attempts the run ends with ``status="error"`` and the reason.
 
 GPU placement: ``num_gpus_per_actor`` (fractional allowed) reserves GPUs
 through Ray; Ray sets ``CUDA_VISIBLE_DEVICES`` in the actor, and the actor tells
-its worker at set-up which GPUs it got (:func:`actor_device`), so a torch-based
-problem that puts its tensors on ``"cuda"`` runs its shard's oracles there
-(numpy problems stay on the CPU).
+its worker at set-up which device it got (:func:`actor_device`: ``"cuda"`` or
+``"cpu"``). The worker builds its shard's problem there: a torch problem
+(:class:`~fedopt.problems.torch_model.TorchModelProblem` with ``device: auto``) puts
+the shard's nodes' data and its module on the actor's GPU and runs the shard's
+oracles there (an explicit ``device: cuda`` on an actor given no GPU, or ``cpu`` on
+one given a GPU, is an error); numpy problems stay on the CPU.
 """
 
 from __future__ import annotations

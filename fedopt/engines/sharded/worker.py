@@ -10,8 +10,10 @@ keys are read-only here. It never talks to other workers directly: the driver ha
 it event plans (see :mod:`fedopt.engines.sharded.plan`) whose inputs may be other
 workers' outputs, which the transport delivers before the call runs.
 
-This module knows no transport: the transport tells the worker at set-up which GPUs
-it was given (:func:`gpu_device`).
+This module knows no transport: the transport tells the worker at set-up which device
+it placed the shard on (:func:`gpu_device` for the GPUs it was given, or none), and the
+worker reads the problem through ``problem.shard_view(nodes, device)``: a torch problem
+puts the shard's nodes' data on that device, a numpy problem ignores it.
 """
 
 from __future__ import annotations
@@ -120,10 +122,11 @@ class ShardWorker:
 
     # ---- set-up, checkpoints -------------------------------------------------------
     def setup(self, spec: Any, prepared: tuple[Prepared, ...], shard: int, nodes: IntArray,
-              device: str = "cpu") -> int:
+              device: str | None = None) -> int:
         """Build the run's context and initial state; ``prepared``: the driver's
         :class:`Prepared` objects (one per graph of the run); ``nodes``: this shard's rows;
-        ``device``: where the transport placed this shard (see :func:`gpu_device`)."""
+        ``device``: where the transport placed this shard (see :func:`gpu_device`; ``None``:
+        the transport places nothing and the problem computes where it was built)."""
         self.spec = spec
         self.shard = int(shard)
         self.nodes = np.asarray(nodes, dtype=np.int64)
@@ -132,9 +135,10 @@ class ShardWorker:
         self.meter = Meter(n=spec.problem.n)
         sequence = spec.topology if hasattr(spec.topology, "at") else None
         run_rng = RngStreams(spec.seed, spec.problem.n)
-        # the problem as this shard reads it: its nodes' data kept contiguous, so a whole-shard
-        # block of rows reads them without a copy (same numbers as the full problem)
-        self.ctx = Context(spec.problem.shard_view(self.nodes), top, run_rng, self.meter,
+        # the problem as this shard reads it: its nodes' data kept contiguous (on the shard's
+        # device), so a whole-shard block of rows reads them without a copy (same numbers as
+        # the full problem on the same device)
+        self.ctx = Context(spec.problem.shard_view(self.nodes, device), top, run_rng, self.meter,
                            Channel(self.meter, top.latency, top.bandwidth), sequence)
         self.prepared = PreparedRun(run_graphs(spec.topology), tuple(prepared))
         self.ctx.prepared = self.prepared.for_graph(top)
@@ -147,7 +151,7 @@ class ShardWorker:
         self.rng = ShardStreams(spec.seed, self.shard, run_rng.per_node, self.nodes)
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
-        self.device = device
+        self.device = str(getattr(self.ctx.problem, "device", device or "cpu"))  # where the oracles run
         self._row_round: Any = None
         self._products = 0
         self._shards: list[IntArray] | None = None
