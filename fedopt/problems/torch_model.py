@@ -129,7 +129,8 @@ _LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]]
     "mse": _mse, "cross_entropy": _cross_entropy,
 }
 
-#: The vmapped kernels of a module: ``(value, grad, sample_grads)`` (see :func:`make_kernels`).
+#: The vmapped kernels of a module: ``(value, grad, sample_grads)`` (see :func:`make_kernels`);
+#: the gradient kernels return the module's parameter dict of gradient blocks.
 Kernels = tuple[Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"]]
 
 
@@ -137,16 +138,17 @@ def make_kernels(
     module: "nn.Module",
     loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
     unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
-    flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
 ) -> Kernels:
     """The oracles of ``module`` with per-sample ``loss`` as vmapped functions of a block:
     ``value(X [k, d], A [k, b, *in], Y [k, b, *out], w [k, b]) -> [k]`` (the weighted loss
-    sums ``Σ_j w_kj ℓ(model(X_k; A_kj), Y_kj)``), ``grad(X, A, Y, w) -> [k, d]`` (their
-    gradients) and ``sample_grads(X, A, Y) -> [k, b, d]`` (per-sample gradients);
-    ``unflatten`` / ``flatten`` map a flat parameter vector to the module's parameter dict
-    and back. Gradients are taken with respect to the parameter dict and flattened once
-    (differentiating through the slices of the flat vector would add a zero-filled
-    ``[d]`` tensor per parameter tensor to every gradient)."""
+    sums ``Σ_j w_kj ℓ(model(X_k; A_kj), Y_kj)``), ``grad(X, A, Y, w) -> {name: [k, *shape]}``
+    (their gradients) and ``sample_grads(X, A, Y) -> {name: [k, b, *shape]}`` (per-sample
+    gradients); ``unflatten`` maps a flat parameter vector to the module's parameter dict.
+    Gradients are taken with respect to the parameter dict (differentiating through the
+    slices of the flat vector would add a zero-filled ``[d]`` tensor per parameter tensor
+    to every gradient) and left as a dict: the oracles copy each block once, straight into
+    the float64 result (:meth:`_VmapOracles._flat_out`), instead of concatenating a
+    ``[k, d]`` tensor first and converting it after."""
     from torch.func import functional_call, grad, vmap
 
     def sample_loss(params: dict[str, "torch.Tensor"], a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
@@ -161,12 +163,13 @@ def make_kernels(
     def value(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
         return weighted_loss(unflatten(flat), A, Y, w)
 
-    def node_grad(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
-        return flatten(grad(weighted_loss)(unflatten(flat), A, Y, w))
+    def node_grad(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                  w: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+        return grad(weighted_loss)(unflatten(flat), A, Y, w)  # type: ignore[no-any-return]
 
-    def node_sample_grads(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
+    def node_sample_grads(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> dict[str, "torch.Tensor"]:
         params = unflatten(flat)
-        return vmap(lambda a, y: flatten(grad(sample_loss)(params, a, y)))(A, Y)
+        return vmap(lambda a, y: grad(sample_loss)(params, a, y))(A, Y)  # type: ignore[no-any-return]
 
     return vmap(value), vmap(node_grad), vmap(node_sample_grads)
 
@@ -181,6 +184,8 @@ class _VmapOracles:
     m: IntArray
     device: "torch.device"
     dtype: "torch.dtype"
+    param_names: tuple[str, ...]
+    param_sizes: tuple[int, ...]
     _kernels: Kernels
 
     def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
@@ -205,6 +210,16 @@ class _VmapOracles:
     def _out(t: "torch.Tensor") -> FloatArray:
         return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
+    def _flat_out(self, grads: Mapping[str, "torch.Tensor"], lead: tuple[int, ...]) -> FloatArray:
+        """The float64 block ``[*lead, d]`` of gradient blocks ``{name: [*lead, *shape]}``, in
+        the order of the flat vector: each block copied once, converting as it goes."""
+        out = np.empty((*lead, self.d))
+        start = 0
+        for name, size in zip(self.param_names, self.param_sizes):  # a loop over parameter tensors
+            out[..., start:start + size] = grads[name].detach().reshape(*lead, size).cpu().numpy()
+            start += size
+        return out
+
     def _checked_samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[0] != len(nodes):
@@ -228,12 +243,12 @@ class _VmapOracles:
         if not len(nodes):
             return np.zeros((0, self.d))
         rows = self._rows(nodes)
-        return self._out(self._kernels[1](self._to_device(X, len(nodes)), *rows))
+        return self._flat_out(self._kernels[1](self._to_device(X, len(nodes)), *rows), (len(nodes),))
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
         A, Y = self._checked_samples(nodes, idx)
-        return self._out(self._kernels[2](self._to_device(X, len(nodes)), A, Y))
+        return self._flat_out(self._kernels[2](self._to_device(X, len(nodes)), A, Y), tuple(A.shape[:2]))
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn
@@ -245,7 +260,7 @@ class _VmapOracles:
         idx = rng.integers(nodes, self.m[nodes], batch)
         A, Y = self._checked_samples(nodes, idx)
         w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
-        return self._out(self._kernels[1](self._to_device(X, len(nodes)), A, Y, w))
+        return self._flat_out(self._kernels[1](self._to_device(X, len(nodes)), A, Y, w), (len(nodes),))
 
 
 class TorchModelProblem(_VmapOracles, Problem):
@@ -328,7 +343,7 @@ class TorchModelProblem(_VmapOracles, Problem):
         self._w = as_t(valid / m[:, None].astype(np.float64))
         self._placed = True
         self._init = self.flatten(dict(self.module.named_parameters())).detach().cpu().numpy().astype(np.float64)
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
 
     # ---- flat parameters <-> parameter dicts ------------------------------------------
     def unflatten(self, flat: "torch.Tensor") -> dict[str, "torch.Tensor"]:
@@ -367,7 +382,7 @@ class TorchModelProblem(_VmapOracles, Problem):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._loss = _LOSS_FNS[self.loss_name]
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
 
     def _place(self) -> None:
         """Move the module and data to the problem's device if they are not there (an
@@ -475,7 +490,8 @@ class TorchShardView(_VmapOracles, ShardView):
         self.device, self.dtype = full.shard_placement(device)
         self.m = full.m
         self.module = copy.deepcopy(full.module).to(device=self.device, dtype=self.dtype)
-        self._kernels = make_kernels(self.module, full._loss, full.unflatten, full.flatten)
+        self._kernels = make_kernels(self.module, full._loss, full.unflatten)
+        self.param_names, self.param_sizes = full.param_names, full.param_sizes
         self._inputs, self._targets, self._w = (t.to(device=self.device, dtype=self.dtype, copy=True)
                                                 for t in full._data_rows(self.nodes))
 
