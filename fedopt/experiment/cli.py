@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>); one that "
                      "holds results needs --resume or --overwrite")
     run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, sharded, "
-                     "ray); the config's engine options are then not used")
+                     "ray, mpi: under mpiexec -n P); the config's engine options are then not used")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="finish the experiment in DIR (same config): skip runs already finished there")
@@ -61,6 +61,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fedopt.experiment.config import load_config
+    from fedopt.resources import experiment_config_path
+
+    engine = args.engine or load_config(experiment_config_path(args.config)).engine
+    if engine != "mpi":
+        return _run_experiment(args)
+    # every rank of `mpiexec -n P fedopt run ... --engine mpi` gets here: rank 0 runs the
+    # experiment, the other ranks serve its shards until it is done
+    from fedopt.engines.base import engine_factory
+
+    engine_factory("mpi")  # mpi4py and an MPI runtime, or one line that says what to install
+    if args.address is not None or (args.parallel or 1) > 1:
+        raise ValueError("--address / --parallel: the mpi engine runs the runs one after the other on the "
+                         "ranks of its MPI job; leave them out")
+    from fedopt.engines.mpi import MpiJob
+
+    with MpiJob() as job:
+        return _run_experiment(args) if job.is_driver else 0
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
     from fedopt.experiment.config import load_config
     from fedopt.experiment.runner import final_rows, run_experiment
     from fedopt.resources import experiment_config_path
