@@ -11,7 +11,8 @@ try:
 except ModuleNotFoundError:
     raise
 except (ImportError, RuntimeError) as exc:  # mpi4py without a loadable MPI library
-    raise ValueError(f"engine 'mpi' needs an MPI runtime that mpi4py can load ({type(exc).__name__}: {exc}); "
+    why = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    raise ValueError(f"engine 'mpi' needs an MPI runtime that mpi4py can load ({type(exc).__name__}: {why}); "
                      "install one, e.g. pip install 'fedopt[mpi]' (mpi4py and the mpich wheel)") from None
 
 from fedopt.engines.base import register_engine

@@ -118,7 +118,7 @@ class Executor:
         out = self.outputs[cid]
         return out if part is None else out[part]
 
-    def run(self, ops: list[tuple[Any, ...]]) -> bool:
+    def execute(self, ops: list[tuple[Any, ...]]) -> bool:
         """Run ``ops`` in order; ``False`` once a ``stop`` op was run."""
         for op in ops:
             kind = op[0]
@@ -176,7 +176,7 @@ def serve(comm: MPI.Comm) -> None:
     """
     ex = Executor(comm)
     try:
-        while ex.run(wait_recv(comm, 0, TAG_OPS)):
+        while ex.execute(wait_recv(comm, 0, TAG_OPS)):
             pass
         ex.finish()
     except Exception as exc:  # noqa: BLE001 - every failure of a rank ends the job
@@ -332,7 +332,7 @@ class MpiTransport(Transport):
         while self._ops[0]:
             ops, self._ops[0] = self._ops[0], []
             try:
-                self.local.run(ops)
+                self.local.execute(ops)
             except ShardFailed as failed:
                 abort_with(failed.report, self.run_id)
 
