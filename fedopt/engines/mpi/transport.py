@@ -4,16 +4,18 @@ Rank 0 is the driver: it runs :class:`~fedopt.engines.sharded.simulation.Sharded
 (the seeded schedule, the record points, the results table) and also hosts shard 0.
 Every other rank serves it (:func:`serve`).
 
-How calls travel. :meth:`MpiTransport.submit` does not run anything: it appends an
-*op* to the queue of the shard's rank (``call``, and for each argument that is the
-output of a call on another rank, a ``send`` op in that rank's queue that sends the
-output straight to the consumer). :meth:`MpiTransport.gather` sends every queue in one
-message per rank, runs rank 0's own queue, then collects the outputs it asked for.
-Every rank runs its queue in order; an op only waits for outputs of calls submitted
-before it, so the queues always drain (no cycle of waits can form). Between two
-record points a rank therefore gets one message of ops, and the state rows that cross
-a shard boundary (peer messages of cross-shard gossip, halo rows of synchronous rounds)
-go point to point between the ranks that hold the two ends, never through rank 0.
+How calls travel. :meth:`MpiTransport.submit` does not run anything: it appends a
+``call`` op to the queue of the shard's rank; an argument that is the output of a call on
+another rank becomes a *forward* of that call (while it is still queued: the producing
+rank sends the output the moment the call returns) or a ``send`` op in the producer's
+queue, and the consumer receives it under a tag of its own. :meth:`MpiTransport.gather`
+sends every queue in one message per rank, runs rank 0's own queue, then collects the
+outputs it asked for. Every rank runs its queue in order; an op only waits for outputs
+of calls submitted before it and sends never block, so the queues always drain (no
+cycle of waits can form). Between two record points a rank therefore gets one message
+of ops, the ranks run their shards side by side, and the state rows that cross a shard
+boundary (peer messages of cross-shard gossip, halo rows of synchronous rounds) go
+point to point between the ranks that hold the two ends, never through rank 0.
 
 Waits poll (``improbe``) and back off into short sleeps, so ranks that oversubscribe
 the cores yield to each other instead of spinning.
@@ -27,6 +29,7 @@ failed rank never leaves the job hanging.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import time
@@ -42,11 +45,15 @@ from fedopt.engines.base import RunSpec
 from fedopt.engines.sharded.transport import Transport
 from fedopt.engines.sharded.worker import ShardWorker
 
-#: Message tags: op queues (rank 0 → rank), outputs between ranks, outputs to rank 0, failure reports.
-TAG_OPS, TAG_DATA, TAG_RESULT, TAG_FAIL = 101, 102, 103, 104
+#: Message tags: op queues (rank 0 → rank), outputs to rank 0, failure reports; each output sent
+#: from rank to rank has its own tag from ``TAG_DATA`` up (so it matches its receive whatever
+#: the order of sends and receives).
+TAG_OPS, TAG_RESULT, TAG_FAIL, TAG_DATA = 101, 102, 103, 128
 
-#: Polls of a wait before it starts to sleep, and the longest sleep between polls (seconds).
-SPIN_POLLS = 64
+#: A wait polls, yielding the core between polls (``sched_yield``) for ``YIELD_S`` seconds,
+#: then sleeps between polls, longer and longer up to ``MAX_SLEEP_S`` (a long wait, e.g. for a
+#: rank that computes a big shard, then costs no core).
+YIELD_S = 5e-3
 MAX_SLEEP_S = 1e-3
 
 #: The worker methods a rank runs for rank 0.
@@ -65,16 +72,22 @@ def _copy(obj: Any) -> Any:
 def wait_recv(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | None = None) -> Any:
     """The next object from ``source`` with ``tag``, polling; ``idle()`` runs between polls
     (rank 0 checks for failure reports there)."""
-    polls = 0
+    t0 = 0.0
+    sleep = 1e-5
     while True:
         msg = comm.improbe(source, tag)
         if msg is not None:
             return msg.recv()
         if idle is not None:
             idle()
-        polls += 1
-        if polls > SPIN_POLLS:
-            time.sleep(min(MAX_SLEEP_S, 1e-6 * 2.0 ** min(polls - SPIN_POLLS, 10)))
+        now = time.perf_counter()
+        if not t0:
+            t0 = now
+        if now - t0 < YIELD_S:
+            os.sched_yield()
+        else:
+            time.sleep(sleep)
+            sleep = min(MAX_SLEEP_S, 2.0 * sleep)
 
 
 class ShardFailed(Exception):
@@ -96,6 +109,8 @@ class Executor:
         self.outputs: dict[int, Any] = {}
         self.shared: dict[int, Any] = {}
         self.pending: list[MPI.Request] = []
+        #: Seconds this rank waited for other ranks' outputs (communication and load imbalance).
+        self.wait_s = 0.0
 
     def _arg(self, spec: tuple[Any, ...]) -> Any:
         kind = spec[0]
@@ -107,11 +122,10 @@ class Executor:
             return self.shared[spec[1]]
         if kind == "own":
             return self._output(spec[1], spec[2])
-        # "in": the output of call spec[2] on rank spec[1], sent here by that rank
-        cid, part, value = wait_recv(self.comm, spec[1], TAG_DATA, self.idle)
-        if (cid, part) != (spec[2], spec[3]):
-            raise RuntimeError(f"mpi transport: rank {self.rank} expected output {(spec[2], spec[3])} "
-                               f"of rank {spec[1]}, got {(cid, part)}")
+        # "in": an output of a call on rank spec[1], which sends it here with tag spec[2]
+        t0 = time.perf_counter()
+        value = wait_recv(self.comm, spec[1], spec[2], self.idle)
+        self.wait_s += time.perf_counter() - t0
         return value
 
     def _output(self, cid: int, part: int | None) -> Any:
@@ -122,8 +136,8 @@ class Executor:
         """Run ``ops`` in order; ``False`` once a ``stop`` op was run."""
         for op in ops:
             kind = op[0]
-            if kind == "call":
-                _, cid, method, parts, args = op
+            if kind == "call":  # its outputs go to the ranks in `forwards` as soon as it returns
+                _, cid, method, parts, args, forwards = op
                 values = [self._arg(a) for a in args]
                 try:
                     out = getattr(self.worker, method)(*values)
@@ -135,9 +149,11 @@ class Executor:
                                        "method": method, "error": f"{type(exc).__name__}: {exc}",
                                        "traceback": traceback.format_exc()}) from exc
                 self.outputs[cid] = out
+                for part, dest, tag in forwards:
+                    self.pending.append(self.comm.isend(out if part is None else out[part], dest, tag))
             elif kind == "send":
-                _, cid, part, dest = op
-                self.pending.append(self.comm.isend((cid, part, self._output(cid, part)), dest, TAG_DATA))
+                _, cid, part, dest, tag = op
+                self.pending.append(self.comm.isend(self._output(cid, part), dest, tag))
             elif kind == "ret":
                 _, cid, part = op
                 self.pending.append(self.comm.isend(self._output(cid, part), 0, TAG_RESULT))
@@ -242,6 +258,10 @@ class MpiTransport(Transport):
         self.comm = comm
         self.local = Executor(comm, self.check_failures)
         self._ops: list[list[tuple[Any, ...]]] = [[] for _ in range(comm.Get_size())]
+        #: The forwards of each rank's calls still in its queue: {call id: [(part, rank, tag)]}.
+        self._forwards: list[dict[int, list[tuple[int | None, int, int]]]] = [{} for _ in self._ops]
+        self._tag_span = int(comm.Get_attr(MPI.TAG_UB)) - TAG_DATA + 1
+        self._transfers = 0
         self._refs: dict[tuple[int, int], int] = {}
         self._next = 0
         self._sends: list[MPI.Request] = []
@@ -283,8 +303,14 @@ class MpiTransport(Transport):
         if isinstance(a, _Ref):
             if a.rank == rank:
                 return ("own", a.cid, a.part)
-            self._ops[a.rank].append(("send", a.cid, a.part, rank))
-            return ("in", a.rank, a.cid, a.part)
+            self._transfers += 1
+            tag = TAG_DATA + self._transfers % self._tag_span
+            queued = self._forwards[a.rank].get(a.cid)
+            if queued is not None:  # the producing call is still queued: it sends as soon as it returns
+                queued.append((a.part, rank, tag))
+            else:
+                self._ops[a.rank].append(("send", a.cid, a.part, rank, tag))
+            return ("in", a.rank, tag)
         if isinstance(a, _Shared):
             first = rank not in a.ranks
             a.ranks.add(rank)
@@ -297,7 +323,9 @@ class MpiTransport(Transport):
             raise ValueError(f"mpi transport: {method!r} is not a worker method ({', '.join(sorted(WORKER_METHODS))})")
         cid = self._id()
         specs = [self._argspec(shard, a) for a in args]
-        self._ops[shard].append(("call", cid, method, parts, specs))
+        forwards: list[tuple[int | None, int, int]] = []
+        self._forwards[shard][cid] = forwards
+        self._ops[shard].append(("call", cid, method, parts, specs, forwards))
         self._refs[(shard, cid)] = 1 if parts is None else parts
         return cid
 
@@ -326,11 +354,13 @@ class MpiTransport(Transport):
         """Send every rank its queued ops (one message each), then run rank 0's own queue."""
         for r in range(1, len(self._ops)):
             ops, self._ops[r] = self._ops[r], []
+            self._forwards[r] = {}
             if ops:
                 self._sends.append(self.comm.isend(ops, r, TAG_OPS))
         self._sends = [q for q in self._sends if not q.test()[0]]
         while self._ops[0]:
             ops, self._ops[0] = self._ops[0], []
+            self._forwards[0] = {}
             try:
                 self.local.execute(ops)
             except ShardFailed as failed:
@@ -342,12 +372,19 @@ class MpiTransport(Transport):
                 self._ops[h.rank].append(("ret", h.cid, h.part))
         self._flush()
         out = []
+        t0 = time.perf_counter()
         for h in handles:
             if h.rank == 0:
                 out.append(_copy(self.local._output(h.cid, h.part)))
             else:
                 out.append(wait_recv(self.comm, h.rank, TAG_RESULT, self.check_failures))
+        self.local.wait_s += time.perf_counter() - t0
         return out
+
+    @property
+    def wait_s(self) -> float:
+        """Seconds rank 0 waited for the other ranks (their rows and their results)."""
+        return self.local.wait_s
 
     def heal(self) -> None:
         raise RuntimeError("mpi engine: a lost rank cannot be replaced (the MPI job ends with it)")

@@ -1,0 +1,271 @@
+"""The mpi engine against the local and ray engines, side by side in one run.
+
+    python benchmarks/mpi_engine.py [--ranks 1 2 4] [--dadao-n 1024] [--dadao-time 0.5]
+        [--dgd-n 4096] [--d 100] [--samples 10] [--rounds 10] [--skip-ray]
+
+Workloads (the same specs on every engine):
+
+* **DADAO**, n = ``--dadao-n`` on a connected random geometric graph (mean degree about
+  13), random quadratics (d = 10, spectra in [1, 10]); after a warm-up of 0.1 units of
+  simulated time, ``--dadao-time`` units are timed. Per level: seconds per dependency
+  level, and per level with cross-shard gossip (the levels whose gossip crosses a shard
+  boundary; those need the two-phase exchange between shards).
+* **DGD**, n = ``--dgd-n`` on the same kind of graph, least squares on synthetic data
+  (``--samples`` rows per node, dimension ``--d``); after 2 warm-up rounds, ``--rounds``
+  rounds are timed. Per round: seconds, and the halo rows the shards sent each other.
+
+Engines: ``local`` (one process), ``ray`` with P actors (1 CPU each, on a Ray started here
+with one CPU for every actor of every pool), ``mpi`` with P ranks (``mpiexec -n P`` runs this script
+with ``--rank-job``; rank 0 drives and holds shard 0). Communication time of the mpi engine:
+the seconds rank 0 waited for other ranks' rows and results (communication and load
+imbalance), per level or per round. Every engine's final iterates are compared with the
+local engine's (max |x - x_local|). Warm against warm: each engine starts the run
+(set-up, shipping the problem) and runs the warm-up before the clock starts. The load
+average is printed at the start and the end: on a shared machine the timings move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from fedopt.algorithms import make_algorithm
+from fedopt.engines.base import RunSpec, Simulation, StopCriteria
+from fedopt.engines.sharded import simulation as sharded_simulation
+from fedopt.problems.empirical import least_squares
+from fedopt.problems.quadratic import random_quadratic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared benchmark graphs
+from bench_graphs import rgg  # noqa: E402
+
+WARM_TIME = 0.1
+WARM_ROUNDS = 2
+
+
+def dadao_spec(n: int, horizon: float) -> RunSpec:
+    top = rgg(n)
+    prob = random_quadratic(n, 10, mu=1.0, L=10.0, seed=0)
+    return RunSpec("dadao-bench", prob, top, make_algorithm("dadao"), 0, StopCriteria(time=WARM_TIME + horizon))
+
+
+def dgd_spec(n: int, d: int, samples: int, rounds: int) -> RunSpec:
+    top = rgg(n)
+    prob = least_squares(n, {"source": "synthetic", "task": "regression", "n_samples": samples * n, "d": d},
+                         reg=0.1, seed=1)
+    return RunSpec("dgd-bench", prob, top, make_algorithm("dgd", lr=0.05), 0,
+                   StopCriteria(rounds=WARM_ROUNDS + rounds))
+
+
+class LevelCount:
+    """Counts dependency levels, and levels with cross-shard gossip, of the blocks a sharded
+    run plans (it wraps the core's ``plan_block``)."""
+
+    def __init__(self) -> None:
+        self.levels = 0
+        self.cross_levels = 0
+        self._plan = sharded_simulation.plan_block
+        sharded_simulation.plan_block = self._count  # type: ignore[assignment]
+
+    def _count(self, sched: Any, owner: np.ndarray, k: int) -> Any:
+        ev, b = sched.events, sched.bounds
+        self.levels += sched.n_levels
+        gs = np.arange(sched.n_levels)
+        for lv in gs:
+            s, e = b[2 * lv + 1], b[2 * lv + 2]
+            if e > s and (owner[ev.node_a[s:e]] != owner[ev.node_b[s:e]]).any():
+                self.cross_levels += 1
+        return self._plan(sched, owner, k)
+
+    def reset(self) -> None:
+        self.levels = self.cross_levels = 0
+
+
+def measure(sim: Simulation, workload: str, counter: LevelCount | None, wait: Any = None) -> dict[str, Any]:
+    """Warm up, time the workload on ``sim``; seconds, levels or rounds, waits, the iterates."""
+    sim.start()
+    sim.record()
+    event = workload == "dadao"
+    if event:
+        sim.apply_events(WARM_TIME)
+        sim.t = WARM_TIME
+    else:
+        sim.apply_rounds(WARM_ROUNDS)
+    if counter is not None:
+        counter.reset()
+    w0 = wait() if wait is not None else 0.0
+    h0 = getattr(sim, "halo_rows", 0)
+    t0 = time.perf_counter()
+    if event:
+        assert sim.spec.stop.time is not None
+        sim.apply_events(sim.spec.stop.time)
+        sim.t = sim.spec.stop.time
+    else:
+        assert sim.spec.stop.rounds is not None
+        sim.apply_rounds(sim.spec.stop.rounds - WARM_ROUNDS)
+    elapsed = time.perf_counter() - t0
+    out: dict[str, Any] = {"seconds": elapsed}
+    if wait is not None:
+        out["wait_s"] = wait() - w0
+    sim.record()  # (halo counts are read at record points)
+    if event:
+        if counter is not None:
+            out["levels"], out["cross_levels"] = counter.levels, counter.cross_levels
+        else:  # the local engine: count the levels of the same stream
+            out["levels"] = None
+    else:
+        out["rounds"] = sim.spec.stop.rounds - WARM_ROUNDS
+        out["halo_rows"] = getattr(sim, "halo_rows", 0) - h0
+    out["x"] = np.asarray(sim.algo.iterates(sim.state, sim.ctx, sim.t)).tolist()
+    return out
+
+
+def local_levels(spec: RunSpec) -> int:
+    """Dependency levels of the timed window in the local engine (the same event stream)."""
+    from fedopt.core.levels import schedule_levels
+
+    sim = Simulation(spec)
+    sim.start()
+    levels = 0
+    for t_end in (WARM_TIME, spec.stop.time):
+        assert t_end is not None and sim._stream is not None
+        block = sim._stream.until(t_end, spec.max_events)
+        if t_end != WARM_TIME:
+            levels = schedule_levels(block, sim.ctx.n).n_levels
+    return levels
+
+
+def rank_job(args: argparse.Namespace) -> None:
+    """Under mpiexec: rank 0 times the workload on the ranks and prints one JSON line."""
+    from fedopt.engines.mpi import MpiJob
+    from fedopt.engines.sharded.simulation import ShardedSimulation
+
+    with MpiJob() as job:
+        if not job.is_driver:
+            return
+        spec = make_spec(args)
+        counter = LevelCount()
+        assert job.transport is not None
+        tr = job.transport
+        sim = ShardedSimulation(spec, tr)
+        res = measure(sim, args.workload, counter, lambda: tr.wait_s)
+        tr.settle()
+        print("RESULT " + json.dumps(res), flush=True)
+
+
+def make_spec(args: argparse.Namespace) -> RunSpec:
+    if args.workload == "dadao":
+        return dadao_spec(args.dadao_n, args.dadao_time)
+    return dgd_spec(args.dgd_n, args.d, args.samples, args.rounds)
+
+
+def run_mpi(args: argparse.Namespace, workload: str, ranks: int) -> dict[str, Any]:
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--rank-job", "--workload",
+           workload, *_size_args(args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"mpiexec -n {ranks} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _size_args(args: argparse.Namespace) -> list[str]:
+    return ["--dadao-n", str(args.dadao_n), "--dadao-time", str(args.dadao_time), "--dgd-n", str(args.dgd_n),
+            "--d", str(args.d), "--samples", str(args.samples), "--rounds", str(args.rounds)]
+
+
+def row(workload: str, engine: str, res: dict[str, Any], x_ref: np.ndarray) -> str:
+    dev = float(np.abs(np.asarray(res["x"]) - x_ref).max())
+    wait = res.get("wait_s")
+    if workload == "dadao":
+        lv, cl = res.get("levels"), res.get("cross_levels")
+        per_lv = f"{1e3 * res['seconds'] / lv:.3f}" if lv else "-"
+        per_cl = f"{1e3 * res['seconds'] / cl:.3f}" if cl else "-"
+        comm = f"{1e3 * wait / lv:.3f}" if wait is not None and lv else "-"
+        return (f"| DADAO | {engine} | {res['seconds']:.3f} | {lv if lv is not None else '-'} | "
+                f"{cl if cl is not None else '-'} | {per_lv} | {per_cl} | {comm} | {dev:.1e} |")
+    r = res["rounds"]
+    comm = f"{1e3 * wait / r:.2f}" if wait is not None else "-"
+    return (f"| DGD | {engine} | {res['seconds']:.3f} | {r} | {res['halo_rows'] / r:.0f} | "
+            f"{1e3 * res['seconds'] / r:.2f} | - | {comm} | {dev:.1e} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="ranks / actors to compare")
+    ap.add_argument("--dadao-n", type=int, default=1024)
+    ap.add_argument("--dadao-time", type=float, default=0.5, help="simulated time timed (after 0.1 of warm-up)")
+    ap.add_argument("--dgd-n", type=int, default=4096)
+    ap.add_argument("--d", type=int, default=100, help="dimension of the DGD problem")
+    ap.add_argument("--samples", type=int, default=10, help="data rows per node of the DGD problem")
+    ap.add_argument("--rounds", type=int, default=10, help="DGD rounds timed (after 2 of warm-up)")
+    ap.add_argument("--workloads", nargs="+", default=["dadao", "dgd"], choices=["dadao", "dgd"])
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--rank-job", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--workload", choices=["dadao", "dgd"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rank_job:
+        rank_job(args)
+        return
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"numpy {np.__version__}; uptime at start: {up}", flush=True)
+    pool_for: dict[int, Any] = {}
+    if not args.skip_ray:
+        import ray
+
+        from fedopt.engines.ray.engine import ActorPool, RaySimulation
+
+        ray.init(num_cpus=sum(args.ranks), include_dashboard=False, log_to_driver=False)  # every pool at once
+    lines = ["| workload | engine | seconds | levels / rounds | cross levels / halo rows per round | "
+             "ms per level / round | ms per cross level | mpi: rank 0 wait ms per level / round | "
+             "max abs x - x_local |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    try:
+        for workload in args.workloads:
+            args.workload = workload
+            spec = make_spec(args)
+            if workload == "dadao":
+                print(f"# DADAO: n = {spec.problem.n}, m = {spec.topology.m} edges, simulated time "
+                      f"{args.dadao_time} timed", flush=True)
+            else:
+                print(f"# DGD: n = {spec.problem.n}, m = {spec.topology.m} edges, d = {args.d}, "
+                      f"{args.rounds} rounds timed", flush=True)
+            ref = measure(Simulation(spec), workload, None)
+            if workload == "dadao":
+                ref["levels"] = local_levels(make_spec(args))
+            x_ref = np.asarray(ref["x"])
+            lines.append(row(workload, "local", ref, x_ref))
+            print(lines[-1], flush=True)
+            for p in args.ranks:
+                res = run_mpi(args, workload, p)
+                lines.append(row(workload, f"mpi, {p} rank{'s' if p > 1 else ''}", res, x_ref))
+                print(lines[-1], flush=True)
+                if not args.skip_ray:
+                    if p not in pool_for:
+                        pool_for[p] = ActorPool(p, 1.0, 0.0)
+                    counter = LevelCount()
+                    try:
+                        res = measure(RaySimulation(make_spec(args), pool_for[p]), workload, counter)
+                    finally:
+                        sharded_simulation.plan_block = counter._plan  # type: ignore[assignment]
+                    lines.append(row(workload, f"ray, {p} actor{'s' if p > 1 else ''}", res, x_ref))
+                    print(lines[-1], flush=True)
+    finally:
+        for pool in pool_for.values():
+            pool.close()
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"# uptime at the end: {up}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
