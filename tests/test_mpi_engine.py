@@ -158,3 +158,23 @@ def test_missing_mpi4py_and_missing_mpi_library_are_errors(local_reference) -> N
     assert res.returncode == 2
     assert res.stderr.startswith("fedopt: error: engine 'mpi' needs an MPI runtime that mpi4py can load"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 13])
+def test_the_reduction_tree_reaches_every_rank_once(size: int) -> None:
+    """Every rank but 0 has one parent, which lists it as a child; every path reaches rank 0
+    in at most ceil(log2 size) steps (federated rounds reduce their partial sums over it)."""
+    import math
+
+    from fedopt.engines.mpi.transport import tree
+
+    links = {r: tree(r, size) for r in range(size)}
+    assert links[0][1] is None
+    for r in range(1, size):
+        parent = links[r][1]
+        assert parent is not None and parent < r and r in links[parent][0]
+        hops, node = 0, r
+        while node != 0:
+            node, hops = links[node][1], hops + 1
+        assert hops <= math.ceil(math.log2(size))
+    assert sorted(c for ch, _ in links.values() for c in ch) == list(range(1, size))

@@ -64,6 +64,24 @@ WORKER_METHODS = frozenset({"setup", "snapshot", "restore", "run_segment", "clie
 FAIL_GRACE_S = 30.0
 
 
+def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``a + b`` key by key (``None``: nothing to add)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return {k: a[k] + b[k] for k in a}
+
+
+def tree(rank: int, size: int) -> tuple[list[int], int | None]:
+    """The children and the parent of ``rank`` in the binomial reduction tree rooted at rank 0
+    of ``size`` ranks (children in the order their partial sums are added)."""
+    children, step = [], 1
+    while step < size and rank % (2 * step) == 0:
+        if rank + step < size:
+            children.append(rank + step)
+        step *= 2
+    return children, (None if rank == 0 else rank - (rank & -rank))
+
+
 def _copy(obj: Any) -> Any:
     """``obj`` as another process would receive it (a deep copy through pickle)."""
     return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
@@ -154,6 +172,20 @@ class Executor:
             elif kind == "send":
                 _, cid, part, dest, tag = op
                 self.pending.append(self.comm.isend(self._output(cid, part), dest, tag))
+            elif kind == "reduce":  # add the local outputs, then the children's sums; pass it up the tree
+                _, cid, local, tag = op
+                total = None
+                for c, part in local:
+                    total = _add(total, self._output(c, part))
+                children, parent = tree(self.rank, self.comm.Get_size())
+                for child in children:
+                    t0 = time.perf_counter()
+                    total = _add(total, wait_recv(self.comm, child, tag, self.idle))
+                    self.wait_s += time.perf_counter() - t0
+                if parent is None:
+                    self.outputs[cid] = total
+                else:
+                    self.pending.append(self.comm.isend(total, parent, tag))
             elif kind == "ret":
                 _, cid, part = op
                 self.pending.append(self.comm.isend(self._output(cid, part), 0, TAG_RESULT))
@@ -385,6 +417,23 @@ class MpiTransport(Transport):
     def wait_s(self) -> float:
         """Seconds rank 0 waited for the other ranks (their rows and their results)."""
         return self.local.wait_s
+
+    def reduce_sum(self, handles: list[Any]) -> dict[str, Any]:
+        """The sum of the outputs ``handles`` (dicts of arrays and numbers), reduced over a
+        binomial tree of the ranks: each rank adds its own outputs and its children's sums and
+        sends the result to its parent, rank 0 gets the total. Point-to-point messages, so the
+        waits poll and rank 0 still notices a failed rank."""
+        cid = self._id()
+        self._transfers += 1
+        tag = TAG_DATA + self._transfers % self._tag_span
+        for r in range(len(self._ops)):
+            local = [(h.cid, h.part) for h in handles if h.rank == r]
+            self._ops[r].append(("reduce", cid, local, tag))
+        self._flush()
+        total = self.local.outputs.pop(cid)
+        if total is None:
+            raise ValueError("mpi transport: reduce_sum of no outputs")
+        return total
 
     def heal(self) -> None:
         raise RuntimeError("mpi engine: a lost rank cannot be replaced (the MPI job ends with it)")
