@@ -37,6 +37,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
 from fedopt.algorithms.base import Prepared
@@ -82,8 +83,22 @@ def tree(rank: int, size: int) -> tuple[list[int], int | None]:
     return children, (None if rank == 0 else rank - (rank & -rank))
 
 
+#: Values that need no copy (immutable).
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, np.generic)
+
+
 def _copy(obj: Any) -> Any:
-    """``obj`` as another process would receive it (a deep copy through pickle)."""
+    """``obj`` as another process would receive it, a deep copy: arrays, dicts, lists and
+    tuples of them are copied directly (the event plans and snapshots rank 0 hands its own
+    shard), anything else through pickle."""
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        return obj.copy()
+    if isinstance(obj, _ATOMS):
+        return obj
+    if type(obj) is dict:
+        return {k: _copy(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_copy(v) for v in obj)
     return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
