@@ -2,7 +2,7 @@
 from a subprocess with a timeout (a hang fails the test instead of stalling the suite).
 
 * every registered algorithm gives the local engine's results table (numeric columns to 1e-9)
-  with 2 and 4 ranks (4 ranks oversubscribe a 2-core machine: the ranks' waits yield);
+  with 2 and 4 ranks, on a fixed and on a time-varying graph (4 ranks oversubscribe a 2-core machine: the ranks' waits yield);
 * a rank that raises ends the job: its message on rank 0's output, a non-zero exit, no hang;
   ``--resume`` then finishes the sweep without lost or duplicated rows;
 * clear one-line errors: one rank without mpiexec, mpi4py missing, no MPI library.
@@ -44,7 +44,9 @@ CONFIG = {
     "name": "mpi_equivalence",
     "problem": {"name": "least_squares", "n": N, "reg": 0.1,
                 "data": {"source": "synthetic", "task": "regression", "n_samples": 20 * N, "d": 3}},
-    "topology": [{"name": "random_geometric", "radius": 0.6}],
+    # a fixed graph, and graphs that switch every unit of time (and every round)
+    "topology": [{"name": "random_geometric", "radius": 0.6},
+                 {"name": "time_varying", "base": "random_geometric", "count": 3, "radius": 0.6, "switch": 1.0}],
     "algorithms": ALGORITHMS,
     "seeds": [3],
     "stop": {"time": 3.0, "rounds": 4},
@@ -109,7 +111,7 @@ def test_a_rank_that_raises_ends_the_job_and_resume_finishes_it(tmp_path: Path) 
     rank 0's output) with the first run kept; --resume runs the other two, once each."""
     marker = tmp_path / "fail_from_run"
     marker.write_text("2")
-    cfg = {**CONFIG, "name": "mpi_failure", "seeds": [0, 1, 2],
+    cfg = {**CONFIG, "name": "mpi_failure", "seeds": [0, 1, 2], "topology": CONFIG["topology"][:1],
            "problem": {"name": "quadratic_failing_on_rank_1", "n": N, "d": 3, "marker": str(marker)},
            "algorithms": [{"name": "dgd"}]}
     path = write_config(tmp_path, cfg)

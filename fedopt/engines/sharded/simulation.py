@@ -213,7 +213,7 @@ class ShardedSimulation(Simulation):
     def record(self) -> dict[str, Any]:
         in_shards = self.split.iterates_in_shards
         keys = self.row_keys
-        snaps = self._calls("snapshot", [(self.t, in_shards, keys)] * len(self.shards))
+        snaps = self._calls("snapshot", [(self.t, in_shards, keys, self._period_index)] * len(self.shards))
         n = self.spec.problem.n
         state = dict(self.state)
         for k in keys:
