@@ -1,6 +1,6 @@
 """The mpi engine against the local and ray engines, side by side in one run.
 
-    python benchmarks/mpi_engine.py [--ranks 1 2 4] [--dadao-n 1024] [--dadao-time 0.5]
+    python benchmarks/mpi_engine.py [--ranks 1 2 4] [--dadao-n 1024] [--dadao-time 3]
         [--dgd-n 4096] [--d 100] [--samples 10] [--rounds 10] [--skip-ray]
 
 Workloads (the same specs on every engine):
@@ -203,7 +203,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="ranks / actors to compare")
     ap.add_argument("--dadao-n", type=int, default=1024)
-    ap.add_argument("--dadao-time", type=float, default=0.5, help="simulated time timed (after 0.1 of warm-up)")
+    ap.add_argument("--dadao-time", type=float, default=3.0, help="simulated time timed (after 0.1 of warm-up)")
     ap.add_argument("--dgd-n", type=int, default=4096)
     ap.add_argument("--d", type=int, default=100, help="dimension of the DGD problem")
     ap.add_argument("--samples", type=int, default=10, help="data rows per node of the DGD problem")

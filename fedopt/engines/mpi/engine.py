@@ -26,7 +26,7 @@ from types import TracebackType
 from mpi4py import MPI
 
 from fedopt.engines.base import Engine, RunResult, RunSpec
-from fedopt.engines.mpi.transport import MpiTransport, serve
+from fedopt.engines.mpi.transport import YIELD_S, MpiTransport, serve
 from fedopt.engines.sharded.simulation import ShardedSimulation, run_on_driver
 from fedopt.engines.sharded.split import split_for
 
@@ -64,7 +64,12 @@ class MpiJob:
         self.comm = world.Dup()
         self.rank = int(self.comm.Get_rank())
         self.size = int(self.comm.Get_size())
-        self.transport = MpiTransport(self.comm) if self.rank == 0 else None
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
+        #: More ranks than cores on this machine: waits sleep at once (see transport.YIELD_S).
+        self.oversubscribed = node.Get_size() > len(os.sched_getaffinity(0))
+        node.Free()
+        self.yield_s = 0.0 if self.oversubscribed else YIELD_S
+        self.transport = MpiTransport(self.comm, self.yield_s) if self.rank == 0 else None
 
     @property
     def is_driver(self) -> bool:
@@ -73,7 +78,7 @@ class MpiJob:
     def __enter__(self) -> MpiJob:
         global _ACTIVE
         if self.rank != 0:
-            serve(self.comm)
+            serve(self.comm, self.yield_s)
         else:
             _ACTIVE = self
         return self

@@ -53,7 +53,9 @@ TAG_OPS, TAG_RESULT, TAG_FAIL, TAG_DATA = 101, 102, 103, 128
 
 #: A wait polls, yielding the core between polls (``sched_yield``) for ``YIELD_S`` seconds,
 #: then sleeps between polls, longer and longer up to ``MAX_SLEEP_S`` (a long wait, e.g. for a
-#: rank that computes a big shard, then costs no core).
+#: rank that computes a big shard, then costs no core). Ranks that outnumber the cores of
+#: their machine sleep at once (``yield_s=0``): a yielding rank would hold a core that a
+#: computing rank needs.
 YIELD_S = 5e-3
 MAX_SLEEP_S = 1e-3
 
@@ -102,9 +104,10 @@ def _copy(obj: Any) -> Any:
     return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def wait_recv(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | None = None) -> Any:
-    """The next object from ``source`` with ``tag``, polling; ``idle()`` runs between polls
-    (rank 0 checks for failure reports there)."""
+def wait_recv(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | None = None,
+              yield_s: float = YIELD_S) -> Any:
+    """The next object from ``source`` with ``tag``, polling (see :data:`YIELD_S`); ``idle()``
+    runs between polls (rank 0 checks for failure reports there)."""
     t0 = 0.0
     sleep = 1e-5
     while True:
@@ -116,7 +119,7 @@ def wait_recv(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | 
         now = time.perf_counter()
         if not t0:
             t0 = now
-        if now - t0 < YIELD_S:
+        if now - t0 < yield_s:
             os.sched_yield()
         else:
             time.sleep(sleep)
@@ -134,8 +137,9 @@ class ShardFailed(Exception):
 class Executor:
     """Runs the ops of one rank's queue on its :class:`ShardWorker` (see the module docstring)."""
 
-    def __init__(self, comm: MPI.Comm, idle: Callable[[], None] | None = None) -> None:
+    def __init__(self, comm: MPI.Comm, idle: Callable[[], None] | None = None, yield_s: float = YIELD_S) -> None:
         self.comm = comm
+        self.yield_s = yield_s
         self.rank = comm.Get_rank()
         self.idle = idle
         self.worker = ShardWorker()
@@ -157,7 +161,7 @@ class Executor:
             return self._output(spec[1], spec[2])
         # "in": an output of a call on rank spec[1], which sends it here with tag spec[2]
         t0 = time.perf_counter()
-        value = wait_recv(self.comm, spec[1], spec[2], self.idle)
+        value = wait_recv(self.comm, spec[1], spec[2], self.idle, self.yield_s)
         self.wait_s += time.perf_counter() - t0
         return value
 
@@ -195,7 +199,7 @@ class Executor:
                 children, parent = tree(self.rank, self.comm.Get_size())
                 for child in children:
                     t0 = time.perf_counter()
-                    total = _add(total, wait_recv(self.comm, child, tag, self.idle))
+                    total = _add(total, wait_recv(self.comm, child, tag, self.idle, self.yield_s))
                     self.wait_s += time.perf_counter() - t0
                 if parent is None:
                     self.outputs[cid] = total
@@ -231,15 +235,15 @@ class Executor:
         self.pending = []
 
 
-def serve(comm: MPI.Comm) -> None:
+def serve(comm: MPI.Comm, yield_s: float = YIELD_S) -> None:
     """The loop of a non-driver rank: run rank 0's op queues until it stops the job.
 
     A call that raises is reported to rank 0, which prints it and ends the job; if rank 0
     does not end it within :data:`FAIL_GRACE_S`, this rank prints the error and ends it.
     """
-    ex = Executor(comm)
+    ex = Executor(comm, yield_s=yield_s)
     try:
-        while ex.execute(wait_recv(comm, 0, TAG_OPS)):
+        while ex.execute(wait_recv(comm, 0, TAG_OPS, yield_s=yield_s)):
             pass
         ex.finish()
     except Exception as exc:  # noqa: BLE001 - every failure of a rank ends the job
@@ -299,11 +303,11 @@ class MpiTransport(Transport):
     engine = "mpi"
     shard_word = "rank"
 
-    def __init__(self, comm: MPI.Comm) -> None:
+    def __init__(self, comm: MPI.Comm, yield_s: float = YIELD_S) -> None:
         if comm.Get_rank() != 0:
             raise ValueError("mpi engine: the driver runs on rank 0; the other ranks serve it")
         self.comm = comm
-        self.local = Executor(comm, self.check_failures)
+        self.local = Executor(comm, self.check_failures, yield_s)
         self._ops: list[list[tuple[Any, ...]]] = [[] for _ in range(comm.Get_size())]
         #: The forwards of each rank's calls still in its queue: {call id: [(part, rank, tag)]}.
         self._forwards: list[dict[int, list[tuple[int | None, int, int]]]] = [{} for _ in self._ops]
@@ -424,7 +428,7 @@ class MpiTransport(Transport):
             if h.rank == 0:
                 out.append(_copy(self.local._output(h.cid, h.part)))
             else:
-                out.append(wait_recv(self.comm, h.rank, TAG_RESULT, self.check_failures))
+                out.append(wait_recv(self.comm, h.rank, TAG_RESULT, self.check_failures, self.local.yield_s))
         self.local.wait_s += time.perf_counter() - t0
         return out
 
@@ -464,7 +468,7 @@ class MpiTransport(Transport):
             self._ops[r].append(("sync",))
         self._flush()
         for r in ranks:
-            wait_recv(self.comm, r, TAG_RESULT, self.check_failures)
+            wait_recv(self.comm, r, TAG_RESULT, self.check_failures, self.local.yield_s)
         self.local.finish()
 
     def stop(self) -> None:
