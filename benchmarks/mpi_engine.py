@@ -14,7 +14,9 @@ Workloads (the same specs on every engine):
   (``--samples`` rows per node, dimension ``--d``); after 2 warm-up rounds, ``--rounds``
   rounds are timed. Per round: seconds, and the halo rows the shards sent each other.
 
-Engines: ``local`` (one process), ``ray`` with P actors (1 CPU each, on a Ray started here
+Engines: ``local`` (one process), ``sharded`` with P shards in one process (the shards'
+work with no transport and no parallelism: what the transports add to it is their cost),
+``ray`` with P actors (1 CPU each, on a Ray started here
 with one CPU for every actor of every pool), ``mpi`` with P ranks (``mpiexec -n P`` runs this script
 with ``--rank-job``; rank 0 drives and holds shard 0). Communication time of the mpi engine:
 the seconds rank 0 waited for other ranks' rows and results (communication and load
@@ -40,6 +42,8 @@ import numpy as np
 from fedopt.algorithms import make_algorithm
 from fedopt.engines.base import RunSpec, Simulation, StopCriteria
 from fedopt.engines.sharded import simulation as sharded_simulation
+from fedopt.engines.sharded.inprocess import InProcessTransport
+from fedopt.engines.sharded.simulation import ShardedSimulation
 from fedopt.problems.empirical import least_squares
 from fedopt.problems.quadratic import random_quadratic
 
@@ -145,7 +149,6 @@ def local_levels(spec: RunSpec) -> int:
 def rank_job(args: argparse.Namespace) -> None:
     """Under mpiexec: rank 0 times the workload on the ranks and prints one JSON line."""
     from fedopt.engines.mpi import MpiJob
-    from fedopt.engines.sharded.simulation import ShardedSimulation
 
     with MpiJob() as job:
         if not job.is_driver:
@@ -249,6 +252,15 @@ def main() -> None:
                 res = run_mpi(args, workload, p)
                 lines.append(row(workload, f"mpi, {p} rank{'s' if p > 1 else ''}", res, x_ref))
                 print(lines[-1], flush=True)
+                if p > 1:  # the same shard work in this process, no transport (a floor for the engines)
+                    counter = LevelCount()
+                    try:
+                        sim = ShardedSimulation(make_spec(args), InProcessTransport(p))
+                        res = measure(sim, workload, counter)
+                    finally:
+                        sharded_simulation.plan_block = counter._plan  # type: ignore[assignment]
+                    lines.append(row(workload, f"sharded, {p} shards in one process", res, x_ref))
+                    print(lines[-1], flush=True)
                 if not args.skip_ray:
                     if p not in pool_for:
                         pool_for[p] = ActorPool(p, 1.0, 0.0)
