@@ -1,29 +1,22 @@
-"""The mpi engine against the local and ray engines, side by side in one run.
+"""The mpi engine against the local, in-process sharded and ray engines, side by side in one run.
 
-    python benchmarks/mpi_engine.py [--ranks 1 2 4] [--dadao-n 1024] [--dadao-time 3]
+    python benchmarks/mpi_engine.py [--ranks 1 2 4] [--repeats 3] [--dadao-n 1024] [--dadao-time 3]
         [--dgd-n 4096] [--d 100] [--samples 10] [--rounds 10] [--skip-ray]
 
 Workloads (the same specs on every engine):
 
 * **DADAO**, n = ``--dadao-n`` on a connected random geometric graph (mean degree about
   13), random quadratics (d = 10, spectra in [1, 10]); after a warm-up of 0.1 units of
-  simulated time, ``--dadao-time`` units are timed. Per level: seconds per dependency
-  level, and per level with cross-shard gossip (the levels whose gossip crosses a shard
-  boundary; those need the two-phase exchange between shards).
+  simulated time, ``--repeats`` windows of ``--dadao-time`` units each are timed. Per
+  level: milliseconds per dependency level, and per level with cross-shard gossip (the
+  levels whose gossip crosses a shard boundary; each needs the two-phase exchange of peer
+  messages between shards).
 * **DGD**, n = ``--dgd-n`` on the same kind of graph, least squares on synthetic data
-  (``--samples`` rows per node, dimension ``--d``); after 2 warm-up rounds, ``--rounds``
-  rounds are timed. Per round: seconds, and the halo rows the shards sent each other.
+  (``--samples`` rows per node, dimension ``--d``); after 2 warm-up rounds, ``--repeats``
+  windows of ``--rounds`` rounds are timed. Per round: milliseconds, and the halo rows the
+  shards sent each other.
 
-Engines: ``local`` (one process), ``sharded`` with P shards in one process (the shards'
-work with no transport and no parallelism: what the transports add to it is their cost),
-``ray`` with P actors (1 CPU each, on a Ray started here
-with one CPU for every actor of every pool), ``mpi`` with P ranks (``mpiexec -n P`` runs this script
-with ``--rank-job``; rank 0 drives and holds shard 0). Communication time of the mpi engine:
-the seconds rank 0 waited for other ranks' rows and results (communication and load
-imbalance), per level or per round. Every engine's final iterates are compared with the
-local engine's (max |x - x_local|). Warm against warm: each engine starts the run
-(set-up, shipping the problem) and runs the warm-up before the clock starts. The load
-average is printed at the start and the end: on a shared machine the timings move with it.
+Figures per level or round are medians over the windows; the seconds are all windows'.
 """
 
 from __future__ import annotations
@@ -54,18 +47,19 @@ WARM_TIME = 0.1
 WARM_ROUNDS = 2
 
 
-def dadao_spec(n: int, horizon: float) -> RunSpec:
+def dadao_spec(n: int, horizon: float, repeats: int) -> RunSpec:
     top = rgg(n)
     prob = random_quadratic(n, 10, mu=1.0, L=10.0, seed=0)
-    return RunSpec("dadao-bench", prob, top, make_algorithm("dadao"), 0, StopCriteria(time=WARM_TIME + horizon))
+    return RunSpec("dadao-bench", prob, top, make_algorithm("dadao"), 0,
+                   StopCriteria(time=WARM_TIME + repeats * horizon))
 
 
-def dgd_spec(n: int, d: int, samples: int, rounds: int) -> RunSpec:
+def dgd_spec(n: int, d: int, samples: int, rounds: int, repeats: int) -> RunSpec:
     top = rgg(n)
     prob = least_squares(n, {"source": "synthetic", "task": "regression", "n_samples": samples * n, "d": d},
                          reg=0.1, seed=1)
     return RunSpec("dgd-bench", prob, top, make_algorithm("dgd", lr=0.05), 0,
-                   StopCriteria(rounds=WARM_ROUNDS + rounds))
+                   StopCriteria(rounds=WARM_ROUNDS + repeats * rounds))
 
 
 class LevelCount:
@@ -92,58 +86,60 @@ class LevelCount:
         self.levels = self.cross_levels = 0
 
 
-def measure(sim: Simulation, workload: str, counter: LevelCount | None, wait: Any = None) -> dict[str, Any]:
-    """Warm up, time the workload on ``sim``; seconds, levels or rounds, waits, the iterates."""
+def measure(sim: Simulation, workload: str, repeats: int, counter: LevelCount | None,
+            wait: Any = None) -> dict[str, Any]:
+    """Warm up, then time ``repeats`` windows of the workload on ``sim``: per window the
+    seconds, levels (cross levels) or rounds (halo rows), rank 0's waits; the final iterates."""
     sim.start()
     sim.record()
     event = workload == "dadao"
+    stop = sim.spec.stop
     if event:
         sim.apply_events(WARM_TIME)
         sim.t = WARM_TIME
+        assert stop.time is not None
+        step = (stop.time - WARM_TIME) / repeats
     else:
         sim.apply_rounds(WARM_ROUNDS)
-    if counter is not None:
-        counter.reset()
-    w0 = wait() if wait is not None else 0.0
-    h0 = getattr(sim, "halo_rows", 0)
-    t0 = time.perf_counter()
-    if event:
-        assert sim.spec.stop.time is not None
-        sim.apply_events(sim.spec.stop.time)
-        sim.t = sim.spec.stop.time
-    else:
-        assert sim.spec.stop.rounds is not None
-        sim.apply_rounds(sim.spec.stop.rounds - WARM_ROUNDS)
-    elapsed = time.perf_counter() - t0
-    out: dict[str, Any] = {"seconds": elapsed}
-    if wait is not None:
-        out["wait_s"] = wait() - w0
-    sim.record()  # (halo counts are read at record points)
-    if event:
+        assert stop.rounds is not None
+        step = (stop.rounds - WARM_ROUNDS) // repeats
+    windows = []
+    for j in range(1, repeats + 1):
         if counter is not None:
-            out["levels"], out["cross_levels"] = counter.levels, counter.cross_levels
-        else:  # the local engine: count the levels of the same stream
-            out["levels"] = None
-    else:
-        out["rounds"] = sim.spec.stop.rounds - WARM_ROUNDS
-        out["halo_rows"] = getattr(sim, "halo_rows", 0) - h0
-    out["x"] = np.asarray(sim.algo.iterates(sim.state, sim.ctx, sim.t)).tolist()
-    return out
+            counter.reset()
+        w0 = wait() if wait is not None else 0.0
+        h0 = getattr(sim, "halo_rows", 0)
+        t0 = time.perf_counter()
+        if event:
+            sim.apply_events(WARM_TIME + j * step)
+            sim.t = WARM_TIME + j * step
+        else:
+            sim.apply_rounds(int(step))
+        win: dict[str, Any] = {"seconds": time.perf_counter() - t0}
+        if wait is not None:
+            win["wait_s"] = wait() - w0
+        sim.record()  # (halo counts are read at record points; not timed)
+        if event:
+            win["levels"] = counter.levels if counter is not None else None
+            win["cross_levels"] = counter.cross_levels if counter is not None else None
+        else:
+            win["rounds"] = int(step)
+            win["halo_rows"] = getattr(sim, "halo_rows", 0) - h0
+        windows.append(win)
+    return {"windows": windows, "x": np.asarray(sim.algo.iterates(sim.state, sim.ctx, sim.t)).tolist()}
 
 
-def local_levels(spec: RunSpec) -> int:
-    """Dependency levels of the timed window in the local engine (the same event stream)."""
+def local_levels(spec: RunSpec, repeats: int) -> list[int]:
+    """Dependency levels of each timed window in the local engine (the same event stream)."""
     from fedopt.core.levels import schedule_levels
 
     sim = Simulation(spec)
     sim.start()
-    levels = 0
-    for t_end in (WARM_TIME, spec.stop.time):
-        assert t_end is not None and sim._stream is not None
-        block = sim._stream.until(t_end, spec.max_events)
-        if t_end != WARM_TIME:
-            levels = schedule_levels(block, sim.ctx.n).n_levels
-    return levels
+    assert sim._stream is not None and spec.stop.time is not None
+    sim._stream.until(WARM_TIME, spec.max_events)
+    step = (spec.stop.time - WARM_TIME) / repeats
+    return [schedule_levels(sim._stream.until(WARM_TIME + j * step, spec.max_events), sim.ctx.n).n_levels
+            for j in range(1, repeats + 1)]
 
 
 def rank_job(args: argparse.Namespace) -> None:
@@ -158,15 +154,15 @@ def rank_job(args: argparse.Namespace) -> None:
         assert job.transport is not None
         tr = job.transport
         sim = ShardedSimulation(spec, tr)
-        res = measure(sim, args.workload, counter, lambda: tr.wait_s)
+        res = measure(sim, args.workload, args.repeats, counter, lambda: tr.wait_s)
         tr.settle()
         print("RESULT " + json.dumps(res), flush=True)
 
 
 def make_spec(args: argparse.Namespace) -> RunSpec:
     if args.workload == "dadao":
-        return dadao_spec(args.dadao_n, args.dadao_time)
-    return dgd_spec(args.dgd_n, args.d, args.samples, args.rounds)
+        return dadao_spec(args.dadao_n, args.dadao_time, args.repeats)
+    return dgd_spec(args.dgd_n, args.d, args.samples, args.rounds, args.repeats)
 
 
 def run_mpi(args: argparse.Namespace, workload: str, ranks: int) -> dict[str, Any]:
@@ -182,23 +178,31 @@ def run_mpi(args: argparse.Namespace, workload: str, ranks: int) -> dict[str, An
 
 def _size_args(args: argparse.Namespace) -> list[str]:
     return ["--dadao-n", str(args.dadao_n), "--dadao-time", str(args.dadao_time), "--dgd-n", str(args.dgd_n),
-            "--d", str(args.d), "--samples", str(args.samples), "--rounds", str(args.rounds)]
+            "--d", str(args.d), "--samples", str(args.samples), "--rounds", str(args.rounds),
+            "--repeats", str(args.repeats)]
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
 
 
 def row(workload: str, engine: str, res: dict[str, Any], x_ref: np.ndarray) -> str:
+    """One table row: total seconds, counts of the first window, medians over the windows."""
     dev = float(np.abs(np.asarray(res["x"]) - x_ref).max())
-    wait = res.get("wait_s")
+    ws = res["windows"]
+    secs = sum(w["seconds"] for w in ws)
+    waits = [w["wait_s"] for w in ws] if "wait_s" in ws[0] else None
     if workload == "dadao":
-        lv, cl = res.get("levels"), res.get("cross_levels")
-        per_lv = f"{1e3 * res['seconds'] / lv:.3f}" if lv else "-"
-        per_cl = f"{1e3 * res['seconds'] / cl:.3f}" if cl else "-"
-        comm = f"{1e3 * wait / lv:.3f}" if wait is not None and lv else "-"
-        return (f"| DADAO | {engine} | {res['seconds']:.3f} | {lv if lv is not None else '-'} | "
-                f"{cl if cl is not None else '-'} | {per_lv} | {per_cl} | {comm} | {dev:.1e} |")
-    r = res["rounds"]
-    comm = f"{1e3 * wait / r:.2f}" if wait is not None else "-"
-    return (f"| DGD | {engine} | {res['seconds']:.3f} | {r} | {res['halo_rows'] / r:.0f} | "
-            f"{1e3 * res['seconds'] / r:.2f} | - | {comm} | {dev:.1e} |")
+        lv, cl = [w["levels"] for w in ws], [w["cross_levels"] for w in ws]
+        per_lv = f"{_median([1e3 * w['seconds'] / n for w, n in zip(ws, lv)]):.3f}"
+        per_cl = f"{_median([1e3 * w['seconds'] / n for w, n in zip(ws, cl)]):.3f}" if cl[0] else "-"
+        comm = f"{_median([1e3 * a / n for a, n in zip(waits, lv)]):.3f}" if waits is not None else "-"
+        return (f"| DADAO | {engine} | {secs:.3f} | {sum(lv)} | {sum(cl) if cl[0] is not None else '-'} | "
+                f"{per_lv} | {per_cl} | {comm} | {dev:.1e} |")
+    r = [w["rounds"] for w in ws]
+    comm = f"{_median([1e3 * a / n for a, n in zip(waits, r)]):.2f}" if waits is not None else "-"
+    return (f"| DGD | {engine} | {secs:.3f} | {sum(r)} | {ws[0]['halo_rows'] / r[0]:.0f} | "
+            f"{_median([1e3 * w['seconds'] / n for w, n in zip(ws, r)]):.2f} | - | {comm} | {dev:.1e} |")
 
 
 def main() -> None:
@@ -211,6 +215,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=100, help="dimension of the DGD problem")
     ap.add_argument("--samples", type=int, default=10, help="data rows per node of the DGD problem")
     ap.add_argument("--rounds", type=int, default=10, help="DGD rounds timed (after 2 of warm-up)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed windows per engine (medians reported)")
     ap.add_argument("--workloads", nargs="+", default=["dadao", "dgd"], choices=["dadao", "dgd"])
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--rank-job", action="store_true", help=argparse.SUPPRESS)
@@ -229,7 +234,7 @@ def main() -> None:
         from fedopt.engines.ray.engine import ActorPool, RaySimulation
 
         ray.init(num_cpus=sum(args.ranks), include_dashboard=False, log_to_driver=False)  # every pool at once
-    lines = ["| workload | engine | seconds | levels / rounds | cross levels / halo rows per round | "
+    lines = ["| workload | engine | seconds (all windows) | levels / rounds | cross levels / halo rows per round | "
              "ms per level / round | ms per cross level | mpi: rank 0 wait ms per level / round | "
              "max abs x - x_local |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     try:
@@ -242,9 +247,10 @@ def main() -> None:
             else:
                 print(f"# DGD: n = {spec.problem.n}, m = {spec.topology.m} edges, d = {args.d}, "
                       f"{args.rounds} rounds timed", flush=True)
-            ref = measure(Simulation(spec), workload, None)
+            ref = measure(Simulation(spec), workload, args.repeats, None)
             if workload == "dadao":
-                ref["levels"] = local_levels(make_spec(args))
+                for w, n in zip(ref["windows"], local_levels(make_spec(args), args.repeats)):
+                    w["levels"] = n
             x_ref = np.asarray(ref["x"])
             lines.append(row(workload, "local", ref, x_ref))
             print(lines[-1], flush=True)
@@ -256,7 +262,7 @@ def main() -> None:
                     counter = LevelCount()
                     try:
                         sim = ShardedSimulation(make_spec(args), InProcessTransport(p))
-                        res = measure(sim, workload, counter)
+                        res = measure(sim, workload, args.repeats, counter)
                     finally:
                         sharded_simulation.plan_block = counter._plan  # type: ignore[assignment]
                     lines.append(row(workload, f"sharded, {p} shards in one process", res, x_ref))
@@ -266,7 +272,7 @@ def main() -> None:
                         pool_for[p] = ActorPool(p, 1.0, 0.0)
                     counter = LevelCount()
                     try:
-                        res = measure(RaySimulation(make_spec(args), pool_for[p]), workload, counter)
+                        res = measure(RaySimulation(make_spec(args), pool_for[p]), workload, args.repeats, counter)
                     finally:
                         sharded_simulation.plan_block = counter._plan  # type: ignore[assignment]
                     lines.append(row(workload, f"ray, {p} actor{'s' if p > 1 else ''}", res, x_ref))
