@@ -264,6 +264,13 @@ def main() -> None:
     ap.add_argument("--rank-job", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", choices=["dadao", "dgd", "pingpong"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    for key in ("dadao_n", "dgd_n", "d", "samples", "rounds", "repeats"):
+        if getattr(args, key) < 1:
+            sys.exit(f"--{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}")
+    if not args.dadao_time > 0:
+        sys.exit(f"--dadao-time: must be > 0, got {args.dadao_time}")
+    if min(args.ranks) < 1:
+        sys.exit(f"--ranks: every count must be >= 1, got {args.ranks}")
     if args.rank_job:
         rank_job(args)
         return
