@@ -19,14 +19,13 @@ From Python, a script started with ``mpiexec -n P python script.py`` does the sa
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from types import TracebackType
 
 from mpi4py import MPI
 
 from fedopt.engines.base import Engine, RunResult, RunSpec
-from fedopt.engines.mpi.transport import YIELD_S, MpiTransport, serve
+from fedopt.engines.mpi.transport import YIELD_S, MpiTransport, end_job, serve
 from fedopt.engines.sharded.simulation import ShardedSimulation, run_on_driver
 from fedopt.engines.sharded.split import split_for
 
@@ -90,10 +89,7 @@ class MpiJob:
             return
         _ACTIVE = None
         if exc_type is not None and not issubclass(exc_type, Exception):  # interrupted: no clean stop
-            sys.stdout.flush()
-            print(f"fedopt: mpi engine: {exc_type.__name__} on rank 0; ending the MPI job", file=sys.stderr,
-                  flush=True)
-            self.comm.Abort(1)
+            end_job(self.comm, f"fedopt: mpi engine: {exc_type.__name__} on rank 0; ending the MPI job")
         self.transport.stop()
 
 

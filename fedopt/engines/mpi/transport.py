@@ -66,6 +66,19 @@ WORKER_METHODS = frozenset({"setup", "snapshot", "restore", "run_segment", "clie
 #: How long a failed rank waits for rank 0 to end the job before it ends it itself (seconds).
 FAIL_GRACE_S = 30.0
 
+#: How long a rank that ends the job waits after printing why, so that the launcher forwards
+#: the message before ``MPI_Abort`` tears its processes down (seconds).
+DRAIN_S = 1.0
+
+
+def end_job(comm: MPI.Comm, message: str) -> None:
+    """Print ``message`` on this rank's standard error, give the launcher time to forward it,
+    and end the MPI job (exit status 1)."""
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    time.sleep(DRAIN_S)
+    comm.Abort(1)
+
 
 def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     """``a + b`` key by key (``None``: nothing to add)."""
@@ -255,20 +268,18 @@ def serve(comm: MPI.Comm, yield_s: float = YIELD_S) -> None:
         while time.monotonic() - t0 < FAIL_GRACE_S:  # rank 0 prints the report and ends the job
             req.test()
             time.sleep(1e-3)
-        print(f"fedopt: error: mpi engine: rank {report['rank']} failed ({report['method']}): {report['error']}\n"
-              f"{report['traceback']}", file=sys.stderr, flush=True)
-        comm.Abort(1)
+        end_job(comm, f"fedopt: error: mpi engine: rank {report['rank']} failed ({report['method']}): "
+                      f"{report['error']}\n{report['traceback']}")
 
 
 def abort_with(report: dict[str, Any], run_id: str) -> None:
     """Print a failed rank's ``report`` on rank 0's standard error and end the MPI job."""
     tb = "".join(f"    {line}\n" for line in report["traceback"].rstrip().splitlines())
-    sys.stdout.flush()
-    print(f"fedopt: error: mpi engine: rank {report['rank']} (shard {report['shard']}) failed in run {run_id!r} "
-          f"({report['method']}): {report['error']}\n{tb}"
-          "fedopt: the MPI job ends here; the runs already finished are kept: "
-          "rerun the same command with --resume to finish the sweep", file=sys.stderr, flush=True)
-    MPI.COMM_WORLD.Abort(1)
+    end_job(MPI.COMM_WORLD,
+            f"fedopt: error: mpi engine: rank {report['rank']} (shard {report['shard']}) failed in run {run_id!r} "
+            f"({report['method']}): {report['error']}\n{tb}"
+            "fedopt: the MPI job ends here; the runs already finished are kept: "
+            "rerun the same command with --resume to finish the sweep")
 
 
 class _Ref:
@@ -416,6 +427,9 @@ class MpiTransport(Transport):
                 self.local.execute(ops)
             except ShardFailed as failed:
                 abort_with(failed.report, self.run_id)
+            except Exception as exc:  # noqa: BLE001 - the other ranks may wait on this queue: end the job
+                abort_with({"rank": 0, "shard": 0, "method": "(transport)", "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc()}, self.run_id)
 
     def gather(self, handles: list[Any]) -> list[Any]:
         for h in handles:
