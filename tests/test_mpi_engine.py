@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -180,3 +182,28 @@ def test_the_reduction_tree_reaches_every_rank_once(size: int) -> None:
             node, hops = links[node][1], hops + 1
         assert hops <= math.ceil(math.log2(size))
     assert sorted(c for ch, _ in links.values() for c in ch) == list(range(1, size))
+
+
+@dataclass
+class Holder:
+    """An object that is not a plain container (copied through pickle)."""
+
+    a: Any
+
+
+def test_rank_zeros_shard_gets_copies_of_what_the_driver_hands_it() -> None:
+    """Shard 0 lives in the driver's process: every array the driver hands it (event plans,
+    shared objects) or takes back (snapshots) is a copy, at any depth, as between processes."""
+    import numpy as np
+
+    from fedopt.engines.mpi.transport import _copy
+
+    a, b = np.arange(6.0), np.ones((2, 3))
+    obj = {"plan": {"c_nodes": a, "parts": [b, (a, 3)]}, "n": 4, "held": Holder(b)}
+    got = _copy(obj)
+    assert not np.shares_memory(got["plan"]["c_nodes"], a)
+    assert not np.shares_memory(got["plan"]["parts"][0], b)
+    assert not np.shares_memory(got["plan"]["parts"][1][0], a) and isinstance(got["plan"]["parts"][1], tuple)
+    assert not np.shares_memory(got["held"].a, b)
+    np.testing.assert_array_equal(got["plan"]["parts"][0], b)
+    assert got["n"] == 4
