@@ -144,6 +144,16 @@ def test_a_rank_that_raises_ends_the_job_and_resume_finishes_it(tmp_path: Path) 
                                   got.sort_values(key).reset_index(drop=True), rtol=1e-9, atol=1e-12)
 
 
+def test_another_engine_under_mpiexec_is_an_error(local_reference, tmp_path: Path) -> None:
+    """Every rank would run the whole experiment into one directory: refused, nothing written."""
+    path, _ = local_reference
+    res = mpirun(2, "run", str(path), "--engine", "local", "--out", str(tmp_path / "out"), "--no-progress")
+    assert res.returncode != 0
+    assert ("fedopt: error: --engine: this command was started on 2 MPI ranks (mpiexec) with engine 'local'"
+            in res.stderr), res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_rank_without_mpiexec_is_an_error(local_reference) -> None:
     path, _ = local_reference
     res = python_cli("run", str(path), "--engine", "mpi", "--out", "unused", "--no-progress")

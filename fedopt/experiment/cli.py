@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def _run(args: argparse.Namespace) -> int:
 
     engine = args.engine or load_config(experiment_config_path(args.config)).engine
     if engine != "mpi":
+        ranks = _launcher_ranks()
+        if ranks > 1:
+            raise ValueError(f"--engine: this command was started on {ranks} MPI ranks (mpiexec) with engine "
+                             f"{engine!r}: every rank would run the whole experiment into the same output directory; "
+                             "give --engine mpi, or run it without mpiexec")
         return _run_experiment(args)
     # every rank of `mpiexec -n P fedopt run ... --engine mpi` gets here: rank 0 runs the
     # experiment, the other ranks serve its shards until it is done
@@ -79,6 +85,19 @@ def _run(args: argparse.Namespace) -> int:
 
     with MpiJob() as job:
         return _run_experiment(args) if job.is_driver else 0
+
+
+#: Environment variables in which MPI launchers give the number of ranks (MPICH's Hydra, Open MPI).
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def _launcher_ranks() -> int:
+    """How many ranks the MPI launcher that started this process started (1 without one)."""
+    for var in LAUNCHER_SIZE_VARIABLES:
+        text = os.environ.get(var, "")
+        if text.isdigit():
+            return int(text)
+    return 1
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
