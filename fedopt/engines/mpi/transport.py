@@ -15,7 +15,9 @@ of calls submitted before it and sends never block, so the queues always drain (
 cycle of waits can form). Between two record points a rank therefore gets one message
 of ops, the ranks run their shards side by side, and the state rows that cross a shard
 boundary (peer messages of cross-shard gossip, halo rows of synchronous rounds) go
-point to point between the ranks that hold the two ends, never through rank 0.
+point to point between the ranks that hold the two ends, never through rank 0. The
+partial sums of a federated round are reduced over a binomial tree of the ranks
+(:meth:`MpiTransport.reduce_sum`).
 
 Waits poll (``improbe``) and back off into short sleeps, so ranks that oversubscribe
 the cores yield to each other instead of spinning.
