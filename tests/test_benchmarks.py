@@ -73,6 +73,8 @@ def test_dadao_authors_data_optimum() -> None:
         ("flower_anchor.py", ["--bench-dir", "{tmp}", "--flower-python", sys.executable], "--bench-dir"),
         ("gossip_events.py", ["--batch-size", "0"], "--batch-size"),
         ("sync_rounds.py", ["--rounds", "0"], "--rounds"),
+        ("mpi_engine.py", ["--repeats", "0"], "--repeats"),
+        ("mpi_engine.py", ["--ranks", "2", "0"], "--ranks"),
     ],
 )
 def test_benchmark_bad_input_is_one_line_naming_the_option(tmp_path: Path, script: str, args: list[str],
@@ -87,7 +89,8 @@ def test_benchmark_bad_input_is_one_line_naming_the_option(tmp_path: Path, scrip
 @pytest.mark.parametrize(("script", "phrase"), [("dadao_authors.py", "Including set-up"),
                                                 ("flower_anchor.py", "without start-up"),
                                                 ("ray_fedavg.py", "warm runs on both sides"),
-                                                ("sync_rounds.py", "warm runs on both sides")])
+                                                ("sync_rounds.py", "warm runs on both sides"),
+                                                ("mpi_engine.py", "warm against warm")])
 def test_benchmark_help_states_its_bases(script: str, phrase: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

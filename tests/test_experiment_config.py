@@ -63,7 +63,7 @@ BAD = [
     ("sweep", {"algorithms.7.params.lr": [0.1]}, "config: sweep.algorithms.7.params.lr: algorithms.7 does not exist"),
     ("sweep", {"seeds": [[1]]}, "config: sweep.seeds: only problem, topology, algorithms, stop, record"),
     # engines that this install does not have
-    ("engine", "mpi", "config: engine: 'mpi' is not one of local, ray, sharded"),
+    ("engine", "dask", "config: engine: 'dask' is not one of local, mpi, ray, sharded"),
     # problem parameter values, checked by building each distinct problem once when the config is loaded
     ("problem.d", 0, "config: problem.d: quadratic: n and d must be positive, got n=6, d=0"),
     ("problem.mu", 20.0, "config: problem.L: quadratic: need 0 < mu <= L, got mu=20.0, L=10.0"),
@@ -281,9 +281,9 @@ def test_engine_that_is_not_built_or_cannot_be_imported(tmp_path: Path, monkeypa
     monkeypatch.setitem(base._LAZY_ENGINES, "ghost", "fedopt.engines.ghost")  # declared, no module
     monkeypatch.setitem(base._LAZY_ENGINES, "needy", "needy_engine")  # its module needs a missing package
     assert "ghost" not in base.available_engines() and "needy" in base.available_engines()
-    with pytest.raises(ConfigError, match=r"^config: engine: 'ghost' is not one of local, needy, ray, sharded$"):
+    with pytest.raises(ConfigError, match=r"^config: engine: 'ghost' is not one of local, mpi, needy, ray, sharded$"):
         parse_config({**BASE, "engine": "ghost"})
-    with pytest.raises(ValueError, match=r"^unknown engine 'ghost'; choose one of: local, needy, ray, sharded$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'ghost'; choose one of: local, mpi, needy, ray, sharded$"):
         base.make_engine("ghost")
     msg = ("config: engine: engine 'needy' needs the package 'no_such_package_for_fedopt', which is not installed "
            "here: install it (pip install no_such_package_for_fedopt) or choose another engine")

@@ -42,6 +42,9 @@ RAY_ALLOWED = ("fedopt.engines.ray", "fedopt.experiment.ray_sweep")
 #: Modules outside RAY_ALLOWED that import ray today, with the reason (none).
 RAY_EXCEPTIONS: dict[str, str] = {}
 
+#: The only place that may import mpi4py: the MPI transport.
+MPI_ALLOWED = ("fedopt.engines.mpi",)
+
 #: Type-only imports (under ``if TYPE_CHECKING:``) allowed to close a loop among
 #: ``fedopt.topology`` modules, with the reason. Nothing runs them, so no import order
 #: depends on them; any other import on such a loop fails the test.
@@ -275,10 +278,17 @@ def test_only_the_ray_transport_imports_ray() -> None:
     assert not stale, f"listed in RAY_EXCEPTIONS but no longer importing ray: {stale}"
 
 
+def test_only_the_mpi_transport_imports_mpi4py() -> None:
+    bad = [str(e) for e in EDGES if within(e.dst, "mpi4py") and not any(within(e.src, p) for p in MPI_ALLOWED)]
+    assert not bad, f"mpi4py imported outside {', '.join(MPI_ALLOWED)}:\n" + "\n".join(bad)
+    assert any(within(e.dst, "mpi4py") for e in EDGES), "no module imports mpi4py: is the mpi engine gone?"
+
+
 # ---- the sharded core and its transports ----------------------------------------------
 
 SHARDED_CORE = "fedopt.engines.sharded"
 RAY_TRANSPORT = "fedopt.engines.ray"
+MPI_TRANSPORT = "fedopt.engines.mpi"
 
 
 def _reachable(start: set[str]) -> dict[str, str]:
@@ -320,12 +330,28 @@ def test_the_sharded_core_reaches_no_ray() -> None:
     assert not bad, f"{SHARDED_CORE} reaches ray:\n" + "\n".join(bad)
 
 
-def test_the_ray_transport_reuses_the_sharded_core() -> None:
-    """engines/ray imports the core and defines none of its functions or classes again."""
-    assert any(within(e.src, RAY_TRANSPORT) and within(e.dst, SHARDED_CORE) for e in INTERNAL)
-    core, ray_side = _top_level_defs(SHARDED_CORE), _top_level_defs(RAY_TRANSPORT)
-    twice = sorted(f"{name} ({ray_side[name]} and {core[name]})" for name in set(core) & set(ray_side))
-    assert not twice, "defined in both the sharded core and the ray transport:\n" + "\n".join(twice)
+def test_the_sharded_core_reaches_no_mpi4py() -> None:
+    """Neither directly nor through another module: the core runs without mpi4py installed."""
+    core = {m for m in MODULES if within(m, SHARDED_CORE)}
+    reach = _reachable(core)
+    bad = sorted(chain for dst, chain in reach.items() if within(dst, "mpi4py") or within(dst, MPI_TRANSPORT))
+    assert not bad, f"{SHARDED_CORE} reaches mpi4py:\n" + "\n".join(bad)
+
+
+def test_the_mpi_transport_reaches_no_ray() -> None:
+    """The MPI engine runs without ray installed."""
+    reach = _reachable({m for m in MODULES if within(m, MPI_TRANSPORT)})
+    bad = sorted(chain for dst, chain in reach.items() if within(dst, "ray") or within(dst, RAY_TRANSPORT))
+    assert not bad, f"{MPI_TRANSPORT} reaches ray:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("transport", [RAY_TRANSPORT, MPI_TRANSPORT])
+def test_the_transports_reuse_the_sharded_core(transport: str) -> None:
+    """A transport imports the core and defines none of its functions or classes again."""
+    assert any(within(e.src, transport) and within(e.dst, SHARDED_CORE) for e in INTERNAL)
+    core, side = _top_level_defs(SHARDED_CORE), _top_level_defs(transport)
+    twice = sorted(f"{name} ({side[name]} and {core[name]})" for name in set(core) & set(side))
+    assert not twice, f"defined in both the sharded core and {transport}:\n" + "\n".join(twice)
 
 
 def test_the_run_loop_exists_once() -> None:

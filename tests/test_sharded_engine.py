@@ -63,7 +63,7 @@ def test_same_rows_as_local(name: str, shards: int) -> None:
     assert_same_run(ref, make_engine("sharded", num_shards=shards).run(_spec(name, problem=problem)))
 
 
-@pytest.mark.parametrize("name", ["gossip_sgd", "dadao", "fedavg"])
+@pytest.mark.parametrize("name", ["gossip_sgd", "dadao", "fedavg", "continuized"])
 def test_time_varying_sequence_equals_local(name: str) -> None:
     """The shards switch graphs by the driver's period rule: the per-edge counts of the
     later graph's pairs merge into the local engine's."""

@@ -343,7 +343,7 @@ class Engine:
 _ENGINES: dict[str, Callable[..., Engine]] = {}
 #: Engines whose module is imported on first use (they pull in heavy dependencies).
 _LAZY_ENGINES = {"local": "fedopt.engines.local", "ray": "fedopt.engines.ray",
-                 "sharded": "fedopt.engines.sharded.inprocess"}
+                 "sharded": "fedopt.engines.sharded.inprocess", "mpi": "fedopt.engines.mpi"}
 
 
 def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/<config name>); one that "
                      "holds results needs --resume or --overwrite")
     run.add_argument("--engine", metavar="NAME", help="engine to use instead of the config's (local, sharded, "
-                     "ray); the config's engine options are then not used")
+                     "ray, mpi: under mpiexec -n P); the config's engine options are then not used")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="finish the experiment in DIR (same config): skip runs already finished there")
@@ -88,6 +89,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fedopt.experiment.config import load_config
+    from fedopt.resources import experiment_config_path
+
+    engine = args.engine or load_config(experiment_config_path(args.config)).engine
+    if engine != "mpi":
+        ranks = _launcher_ranks()
+        if ranks > 1:
+            raise ValueError(f"--engine: this command was started on {ranks} MPI ranks (mpiexec) with engine "
+                             f"{engine!r}: every rank would run the whole experiment into the same output directory; "
+                             "give --engine mpi, or run it without mpiexec")
+        return _run_experiment(args)
+    # every rank of `mpiexec -n P fedopt run ... --engine mpi` gets here: rank 0 runs the
+    # experiment, the other ranks serve its shards until it is done
+    from fedopt.engines.base import engine_factory
+
+    engine_factory("mpi")  # mpi4py and an MPI runtime, or one line that says what to install
+    if args.address is not None or (args.parallel or 1) > 1:
+        raise ValueError("--address / --parallel: the mpi engine runs the runs one after the other on the "
+                         "ranks of its MPI job; leave them out")
+    from fedopt.engines.mpi import MpiJob
+
+    with MpiJob() as job:
+        return _run_experiment(args) if job.is_driver else 0
+
+
+#: Environment variables in which MPI launchers give the number of ranks (MPICH's Hydra, Open MPI).
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def _launcher_ranks() -> int:
+    """How many ranks the MPI launcher that started this process started (1 without one)."""
+    for var in LAUNCHER_SIZE_VARIABLES:
+        text = os.environ.get(var, "")
+        if text.isdigit():
+            return int(text)
+    return 1
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
     from fedopt.experiment.config import load_config
     from fedopt.experiment.runner import final_rows, run_experiment
     from fedopt.resources import experiment_config_path

@@ -344,6 +344,9 @@ def run_experiment(
         raise ValueError(f"parallel: give a positive number of runs at once, got {parallel}")
     par = parallel if parallel is not None else cfg.parallel  # None: 1 locally, as many as fit on a cluster
     on_ray = uses_ray_tasks(address, par or 1)
+    if on_ray and cfg.engine == "mpi":
+        raise ValueError(f"parallel / address: the mpi engine runs the runs one after the other on the ranks of "
+                         f"its MPI job, not as Ray tasks; got parallel={par}, address={address!r}")
     runs = expand(cfg)  # every config error surfaces here, before any run
     eng = make_engine(cfg.engine, **cfg.engine_options)  # bad engine options too
     out = Path(out_dir)

@@ -13,8 +13,10 @@ How a run is spread (the driver is the process that runs the simulation):
 * **Federated algorithms** — the driver runs ``configure`` on the server keys,
   shares the payload (and the server's arrays) once per round, each shard runs
   ``client_update`` for its selected clients, vectorized, and returns
-  ``(Σ w_k u_k, Σ w_k)``; the driver sums the partial sums in shard order and
-  runs ``aggregate`` on the server keys. The per-client keys (e.g. control
+  ``(Σ w_k u_k, Σ w_k)``; the transport reduces the partial sums
+  (:meth:`~fedopt.engines.sharded.transport.Transport.reduce_sum`: in shard order by
+  default, a reduction tree over the ranks in MPI) and the driver runs ``aggregate``
+  on the server keys. The per-client keys (e.g. control
   variates) stay in the shards.
 * **Synchronous rounds written in rows** (DGD, gradient tracking, MSDA, ADOM+:
   :class:`~fedopt.algorithms.base.RowRoundAlgorithm`) — every shard runs the round on
@@ -211,7 +213,7 @@ class ShardedSimulation(Simulation):
     def record(self) -> dict[str, Any]:
         in_shards = self.split.iterates_in_shards
         keys = self.row_keys
-        snaps = self._calls("snapshot", [(self.t, in_shards, keys)] * len(self.shards))
+        snaps = self._calls("snapshot", [(self.t, in_shards, keys, self._period_index)] * len(self.shards))
         n = self.spec.problem.n
         state = dict(self.state)
         for k in keys:
@@ -260,13 +262,8 @@ class ShardedSimulation(Simulation):
                 calls = [(i, c) for i, c in calls if len(c)] or [(0, clients)]
                 handles = [tr.submit(i, "client_update", bundle, c, r, self._period_index) for i, c in calls]
                 self._tick("round")
-                parts = tr.gather(handles)
-                total = parts[0]["sum"]
-                weight = parts[0]["weight"]
-                for p in parts[1:]:
-                    total = total + p["sum"]
-                    weight += p["weight"]
-                new = aggregate_step(algo, self.state, layout, ctx, total, weight, r)
+                reduced = tr.reduce_sum(handles)
+                new = aggregate_step(algo, self.state, layout, ctx, reduced["sum"], reduced["weight"], r)
                 self.state = {**new, **{k: self.state[k] for k in self.row_keys}}
             self.round += 1
             self.meter.rounds = self.round

@@ -67,6 +67,18 @@ class Transport(ABC):
         """The outputs of the calls ``handles``, in that order; a worker's error is raised as
         is, and a lost worker as :class:`ShardLost`."""
 
+    def reduce_sum(self, handles: list[Any]) -> dict[str, Any]:
+        """The sum of the outputs of the calls ``handles``: dicts with the same keys, whose
+        values (arrays, numbers) add key by key. This default gathers them and adds them in
+        the order of ``handles``; a transport with a reduction of its own (MPI) overrides it
+        (the sum may then be taken in another order)."""
+        parts = self.gather(handles)
+        total = dict(parts[0])
+        for part in parts[1:]:
+            for key in total:
+                total[key] = total[key] + part[key]
+        return total
+
     @abstractmethod
     def heal(self) -> None:
         """Replace every lost worker with a fresh one set up as in :meth:`open` (the core then

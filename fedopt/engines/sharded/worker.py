@@ -170,9 +170,11 @@ class ShardWorker:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "nodes": int(len(self.nodes))}
 
-    def snapshot(self, t: float, iterates: bool, keys: list[str]) -> dict[str, Any]:
-        """This shard's rows of ``keys`` (and of the iterates at ``t``), its meter and streams
+    def snapshot(self, t: float, iterates: bool, keys: list[str], period_index: int = 0) -> dict[str, Any]:
+        """This shard's rows of ``keys`` (and of the iterates at ``t``, read in the graph of
+        switching period ``period_index``, as the driver reads them), its meter and streams
         (with its nodes' per-node counters)."""
+        self._set_period(period_index)
         check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         out: dict[str, Any] = {}
         if iterates:

@@ -1,0 +1,221 @@
+"""The ``mpi`` engine, launched the way users launch it: ``mpiexec -n P fedopt run CONFIG --engine mpi``
+from a subprocess with a timeout (a hang fails the test instead of stalling the suite).
+
+* every registered algorithm gives the local engine's results table (numeric columns to 1e-9)
+  with 2 and 4 ranks, on a fixed and on a time-varying graph (4 ranks oversubscribe a 2-core machine: the ranks' waits yield);
+* a rank that raises ends the job: its message on rank 0's output, a non-zero exit, no hang;
+  ``--resume`` then finishes the sweep without lost or duplicated rows;
+* clear one-line errors: one rank without mpiexec, mpi4py missing, no MPI library.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from test_experiment_config import write_config
+
+from fedopt.algorithms import available_algorithms
+
+pytest.importorskip("mpi4py", reason="the mpi engine needs mpi4py: pip install -e '.[mpi]'")
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+LAUNCH = TESTS / "mpi_launch.py"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+#: Seconds an mpiexec launch may take before the test fails (a hang is a failure).
+TIMEOUT_S = 150
+
+pytestmark = pytest.mark.skipif(not MPIEXEC.is_file(), reason=f"no mpiexec next to {sys.executable}: "
+                                "pip install -e '.[mpi]' brings one (the mpich wheel)")
+
+N = 10
+#: Every registered algorithm with its defaults, and the two with per-node minibatch draws.
+ALGORITHMS = [{"name": a} for a in available_algorithms()] + [
+    {"name": "gossip_sgd", "label": "gossip_sgd_minibatch", "params": {"lr": 0.05, "batch_size": 3}},
+    {"name": "fedavg", "label": "fedavg_sampled",
+     "params": {"clients_per_round": 5, "batch_size": 3, "local_steps": 3}},
+]
+CONFIG = {
+    "name": "mpi_equivalence",
+    "problem": {"name": "least_squares", "n": N, "reg": 0.1,
+                "data": {"source": "synthetic", "task": "regression", "n_samples": 20 * N, "d": 3}},
+    # a fixed graph, and graphs that switch every unit of time (and every round)
+    "topology": [{"name": "random_geometric", "radius": 0.6},
+                 {"name": "time_varying", "base": "random_geometric", "count": 3, "radius": 0.6, "switch": 1.0}],
+    "algorithms": ALGORITHMS,
+    "seeds": [3],
+    "stop": {"time": 3.0, "rounds": 4},
+    "record": {"every": 1.0},
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def mpirun(ranks: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mpiexec -n ranks fedopt args...`` (through the launcher that registers the test problem)."""
+    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(LAUNCH), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(), cwd=ROOT)
+
+
+def python_cli(*args: str, env: dict[str, str] | None = None, pre: str = "") -> subprocess.CompletedProcess[str]:
+    """``fedopt args...`` in a plain Python process (no mpiexec); ``pre``: code run first."""
+    code = f"import sys\n{pre}\nfrom fedopt.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**_env(), **(env or {})}, cwd=ROOT)
+
+
+def table(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "results.parquet").drop(columns=["wall_s"])
+
+
+def local_table(cfg_path: Path, out: Path) -> pd.DataFrame:
+    from fedopt.experiment.runner import run_experiment
+
+    run_experiment(cfg_path, out, engine="local", progress=False, plots=False)
+    return table(out)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    tmp = tmp_path_factory.mktemp("mpi_eq")
+    path = write_config(tmp, CONFIG)
+    return path, local_table(path, tmp / "local")
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_every_algorithm_gives_the_local_table(ranks: int, local_reference, tmp_path: Path) -> None:
+    path, ref = local_reference
+    out = tmp_path / f"mpi{ranks}"
+    res = mpirun(ranks, "run", str(path), "--engine", "mpi", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = table(out)
+    assert set(got["algorithm"]) == {a.get("label", a["name"]) for a in ALGORITHMS}
+    assert (got["status"] == "ok").all(), got[got["status"] != "ok"][["algorithm", "message"]]
+    assert not got["message"].fillna("").str.contains("ran on the driver|random streams").any()
+    pd.testing.assert_frame_equal(ref, got, rtol=1e-9, atol=1e-12)
+    manifest = (out / "manifest.json").read_text()
+    assert '"engine": "mpi"' in manifest
+
+
+def test_a_rank_that_raises_ends_the_job_and_resume_finishes_it(tmp_path: Path) -> None:
+    """Rank 1 raises in the second run of three: the job ends (non-zero exit, rank 1's error on
+    rank 0's output) with the first run kept; --resume runs the other two, once each."""
+    marker = tmp_path / "fail_from_run"
+    marker.write_text("2")
+    cfg = {**CONFIG, "name": "mpi_failure", "seeds": [0, 1, 2], "topology": CONFIG["topology"][:1],
+           "problem": {"name": "quadratic_failing_on_rank_1", "n": N, "d": 3, "marker": str(marker)},
+           "algorithms": [{"name": "dgd"}]}
+    path = write_config(tmp_path, cfg)
+    out = tmp_path / "mpi"
+    args = ("run", str(path), "--engine", "mpi", "--out", str(out), "--no-progress")
+    first = mpirun(2, *args)
+    assert first.returncode != 0
+    assert "fedopt: error: mpi engine: rank 1 (shard 1) failed in run" in first.stderr, first.stderr
+    assert "RuntimeError: injected failure on rank 1 in run 2" in first.stderr
+    assert "--resume" in first.stderr
+    assert len(list((out / "runs").glob("*.parquet"))) == 1  # the first run, written before the failure
+
+    marker.unlink()
+    again = mpirun(2, *args, "--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    got = table(out)
+    assert not got.duplicated(["run_id", "round", "time"]).any()
+    assert got["seed"].value_counts().to_dict() == {0: 4, 1: 4, 2: 4}  # rounds 0..3
+
+    # the local engine's table, from the same launcher (it registers the problem; no rank 1 there)
+    local = subprocess.run([sys.executable, str(LAUNCH), "run", str(path), "--engine", "local", "--out",
+                            str(tmp_path / "local"), "--no-progress"], capture_output=True, text=True,
+                           timeout=TIMEOUT_S, env=_env(), cwd=ROOT)
+    assert local.returncode == 0, local.stderr
+    ref = table(tmp_path / "local")
+    key = ["run_id", "round"]
+    pd.testing.assert_frame_equal(ref.sort_values(key).reset_index(drop=True),
+                                  got.sort_values(key).reset_index(drop=True), rtol=1e-9, atol=1e-12)
+
+
+def test_another_engine_under_mpiexec_is_an_error(local_reference, tmp_path: Path) -> None:
+    """Every rank would run the whole experiment into one directory: refused, nothing written."""
+    path, _ = local_reference
+    res = mpirun(2, "run", str(path), "--engine", "local", "--out", str(tmp_path / "out"), "--no-progress")
+    assert res.returncode != 0
+    assert ("fedopt: error: --engine: this command was started on 2 MPI ranks (mpiexec) with engine 'local'"
+            in res.stderr), res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_rank_without_mpiexec_is_an_error(local_reference) -> None:
+    path, _ = local_reference
+    res = python_cli("run", str(path), "--engine", "mpi", "--out", "unused", "--no-progress")
+    assert res.returncode == 2
+    assert res.stderr.startswith("fedopt: error: engine 'mpi': this process is a single MPI rank, not started "
+                                 "by mpiexec; launch it as: mpiexec -n P fedopt run CONFIG --engine mpi"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_missing_mpi4py_and_missing_mpi_library_are_errors(local_reference) -> None:
+    path, _ = local_reference
+    args = ("run", str(path), "--engine", "mpi", "--out", "unused", "--no-progress")
+    res = python_cli(*args, pre="sys.modules['mpi4py'] = None")
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("fedopt: error: engine 'mpi' needs the package 'mpi4py', which is not installed "
+                                  "here: install it (pip install mpi4py) or choose another engine")
+    res = python_cli(*args, env={"MPI4PY_LIBMPI": "/nonexistent/libmpi.so.12"})
+    assert res.returncode == 2
+    assert res.stderr.startswith("fedopt: error: engine 'mpi' needs an MPI runtime that mpi4py can load"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 13])
+def test_the_reduction_tree_reaches_every_rank_once(size: int) -> None:
+    """Every rank but 0 has one parent, which lists it as a child; every path reaches rank 0
+    in at most ceil(log2 size) steps (federated rounds reduce their partial sums over it)."""
+    import math
+
+    from fedopt.engines.mpi.transport import tree
+
+    links = {r: tree(r, size) for r in range(size)}
+    assert links[0][1] is None
+    for r in range(1, size):
+        parent = links[r][1]
+        assert parent is not None and parent < r and r in links[parent][0]
+        hops, node = 0, r
+        while node != 0:
+            node, hops = links[node][1], hops + 1
+        assert hops <= math.ceil(math.log2(size))
+    assert sorted(c for ch, _ in links.values() for c in ch) == list(range(1, size))
+
+
+@dataclass
+class Holder:
+    """An object that is not a plain container (copied through pickle)."""
+
+    a: Any
+
+
+def test_rank_zeros_shard_gets_copies_of_what_the_driver_hands_it() -> None:
+    """Shard 0 lives in the driver's process: every array the driver hands it (event plans,
+    shared objects) or takes back (snapshots) is a copy, at any depth, as between processes."""
+    import numpy as np
+
+    from fedopt.engines.mpi.transport import _copy
+
+    a, b = np.arange(6.0), np.ones((2, 3))
+    obj = {"plan": {"c_nodes": a, "parts": [b, (a, 3)]}, "n": 4, "held": Holder(b)}
+    got = _copy(obj)
+    assert not np.shares_memory(got["plan"]["c_nodes"], a)
+    assert not np.shares_memory(got["plan"]["parts"][0], b)
+    assert not np.shares_memory(got["plan"]["parts"][1][0], a) and isinstance(got["plan"]["parts"][1], tuple)
+    assert not np.shares_memory(got["held"].a, b)
+    np.testing.assert_array_equal(got["plan"]["parts"][0], b)
+    assert got["n"] == 4
