@@ -39,7 +39,7 @@ class FailingOnRankOne(Quadratic):
             raise RuntimeError(f"injected failure on rank 1 in run {_SETUPS[0]}")
         return super().grad(X, nodes)
 
-    def shard_view(self, nodes: IntArray) -> Problem:
+    def shard_view(self, nodes: IntArray, device: str | None = None) -> Problem:
         _SETUPS[0] += 1
         return self
 
