@@ -114,3 +114,17 @@ def test_fzoos_beats_fedzo_at_equal_rounds_and_queries() -> None:
     assert fz[-1]["queries"] < fo[-1]["queries"]                               # with fewer queries
     at = max(r["subopt"] for r in fo if r["queries"] <= fz[-1]["queries"])     # FedZO at FZooS's budget
     assert fz[-1]["subopt"] < at
+
+
+def test_the_paper_defaults_run() -> None:
+    """The defaults (M = 10,000 features, a 600-query history: the sizes of the paper's runs, which
+    the every-algorithm engine tests shrink) on a small problem: two rounds, the second corrected by
+    the averaged surrogate, progress made."""
+    algo = make_algorithm("fzoos")
+    assert algo.params.rff_features == 10000 and algo.params.history == 600
+    spec = RunSpec("r", PROB, STAR, algo, 0, StopCriteria(rounds=2), record_every=1)
+    res = Simulation(spec).run()
+    assert res.status == "ok", res.message
+    assert res.final_state["w"].shape == (10000,) and bool(res.final_state["ready"])
+    assert np.abs(res.final_state["w"]).max() > 0
+    assert res.rows[-1]["subopt"] < res.rows[0]["subopt"]

@@ -64,7 +64,7 @@ def _spec(name: str, seed: int = 3, problem=PROB, **params) -> RunSpec:
 def test_same_rows_as_local(engines, name: str, actors: int) -> None:
     problem = LS_PROB if algorithm_class(name).needs_samples else PROB
     ref = make_engine("local").run(_spec(name, problem=problem))
-    assert ref.status == "ok", f"{name} must run on the small problem with its default parameters: {ref.message}"
+    assert ref.status == "ok", f"{name} must run on the small problem with its test parameters: {ref.message}"
     got = engines[actors].run(_spec(name, problem=problem))
     assert got.status == "ok", got.message
     # every registered algorithm's default handlers are deterministic: no per-shard draws
