@@ -83,6 +83,17 @@ def test_sharded_engine_gives_the_same_table(params) -> None:
     np.testing.assert_allclose(got.final_state["hx"], ref.state["hx"], rtol=1e-9, atol=1e-12)
 
 
+def test_the_history_holds_query_values() -> None:
+    """The surrogates are fitted on the zeroth-order oracle's answers (:meth:`Problem.query`)."""
+    from test_zo_baselines import ScaledQueries
+
+    sim = _run(2, prob=ScaledQueries(PROB, 2.0))
+    for i in range(N):
+        n = int(sim.state["hn"][i])
+        np.testing.assert_allclose(sim.state["hy"][i, :n], 2.0 * PROB.value(sim.state["hx"][i, :n], np.full(n, i)),
+                                   rtol=1e-13)
+
+
 def test_history_keeps_the_most_recent_queries() -> None:
     from fedopt.algorithms.federated.fzoos import _append
 

@@ -188,7 +188,7 @@ class FZooS(FederatedAlgorithm):
     def _query(self, ctx: Context, state: State, clients: IntArray, P: FloatArray) -> FloatArray:
         """Query the points ``P [k, q, d]`` (counted) and add them to the histories."""
         k, q, d = P.shape
-        y = ctx.oracle.value(P.reshape(k * q, d), np.repeat(clients, q)).reshape(k, q)
+        y = ctx.oracle.query(P.reshape(k * q, d), np.repeat(clients, q)).reshape(k, q)
         _append(state, clients, P, y)
         return y
 
