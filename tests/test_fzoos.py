@@ -139,3 +139,13 @@ def test_the_paper_defaults_run() -> None:
     assert res.final_state["w"].shape == (10000,) and bool(res.final_state["ready"])
     assert np.abs(res.final_state["w"]).max() > 0
     assert res.rows[-1]["subopt"] < res.rows[0]["subopt"]
+
+
+def test_float32_surrogates_follow_the_float64_run() -> None:
+    """``dtype: float32`` runs the same method: the same queries, and iterates that part from the
+    float64 run by a small share of the distance moved (single-precision solves with σ² = 1e-3 are
+    loose, and Adam's normalized steps carry their errors)."""
+    a, b = _run(2), _run(2, dtype="float32")
+    np.testing.assert_array_equal(a.meter.per_node()["queries"], b.meter.per_node()["queries"])
+    moved = np.linalg.norm(a.state["x"] - PROB.x0)
+    assert 0 < np.linalg.norm(b.state["x"] - a.state["x"]) < 0.25 * moved
