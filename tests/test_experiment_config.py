@@ -194,14 +194,20 @@ SMALL_PROBLEMS: dict[str, dict[str, Any]] = {
     "dirichlet_quadratic": {"n": 4, "d": 3},
     "dirichlet_ackley": {"n": 4, "d": 3},
     "dirichlet_levy": {"n": 4, "d": 3},
+    "blackbox_attack": {"n": 4, "portion": 1.0, "hidden": 4, "images": 2, "train_steps": 30},
+    "metric_optimization": {"n": 4, "hidden": 2, "train_steps": 5},
 }
 #: The dimension of a small problem whose ``d`` is not its data's (a network's parameter count).
 SMALL_DIMS: dict[str, int] = {"mlp_regression": 3 * 2 + 2 + 2 * 1 + 1, "mlp_classification": 64 * 2 + 2 + 2 * 10 + 10,
-                              "cnn_classification": 1 * 9 + 1 + 16 * 10 + 10}
+                              "cnn_classification": 1 * 9 + 1 + 16 * 10 + 10, "blackbox_attack": 64,
+                              "metric_optimization": 2 * 10 + 10}
+#: The algorithm of a problem's small run where FedAvg cannot run (no gradient oracle).
+SMALL_ALGORITHMS: dict[str, str] = {"metric_optimization": "zo_fedavg"}
 
 
 def _small(problem: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:
-    return {"name": "small", "problem": problem, "topology": ["complete"], "algorithms": [{"name": "fedavg"}],
+    algorithm = SMALL_ALGORITHMS.get(problem["name"], "fedavg")
+    return {"name": "small", "problem": problem, "topology": ["complete"], "algorithms": [{"name": algorithm}],
             "seeds": seeds or [0], "stop": {"rounds": 2}}
 
 

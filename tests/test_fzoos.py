@@ -83,6 +83,17 @@ def test_sharded_engine_gives_the_same_table(params) -> None:
     np.testing.assert_allclose(got.final_state["hx"], ref.state["hx"], rtol=1e-9, atol=1e-12)
 
 
+def test_the_history_holds_query_values() -> None:
+    """The surrogates are fitted on the zeroth-order oracle's answers (:meth:`Problem.query`)."""
+    from test_zo_baselines import ScaledQueries
+
+    sim = _run(2, prob=ScaledQueries(PROB, 2.0))
+    for i in range(N):
+        n = int(sim.state["hn"][i])
+        np.testing.assert_allclose(sim.state["hy"][i, :n], 2.0 * PROB.value(sim.state["hx"][i, :n], np.full(n, i)),
+                                   rtol=1e-13)
+
+
 def test_history_keeps_the_most_recent_queries() -> None:
     from fedopt.algorithms.federated.fzoos import _append
 
@@ -114,3 +125,27 @@ def test_fzoos_beats_fedzo_at_equal_rounds_and_queries() -> None:
     assert fz[-1]["queries"] < fo[-1]["queries"]                               # with fewer queries
     at = max(r["subopt"] for r in fo if r["queries"] <= fz[-1]["queries"])     # FedZO at FZooS's budget
     assert fz[-1]["subopt"] < at
+
+
+def test_the_paper_defaults_run() -> None:
+    """The defaults (M = 10,000 features, a 600-query history: the sizes of the paper's runs, which
+    the every-algorithm engine tests shrink) on a small problem: two rounds, the second corrected by
+    the averaged surrogate, progress made."""
+    algo = make_algorithm("fzoos")
+    assert algo.params.rff_features == 10000 and algo.params.history == 600
+    spec = RunSpec("r", PROB, STAR, algo, 0, StopCriteria(rounds=2), record_every=1)
+    res = Simulation(spec).run()
+    assert res.status == "ok", res.message
+    assert res.final_state["w"].shape == (10000,) and bool(res.final_state["ready"])
+    assert np.abs(res.final_state["w"]).max() > 0
+    assert res.rows[-1]["subopt"] < res.rows[0]["subopt"]
+
+
+def test_float32_surrogates_follow_the_float64_run() -> None:
+    """``dtype: float32`` runs the same method: the same queries, and iterates that part from the
+    float64 run by a small share of the distance moved (single-precision solves with σ² = 1e-3 are
+    loose, and Adam's normalized steps carry their errors)."""
+    a, b = _run(2), _run(2, dtype="float32")
+    np.testing.assert_array_equal(a.meter.per_node()["queries"], b.meter.per_node()["queries"])
+    moved = np.linalg.norm(a.state["x"] - PROB.x0)
+    assert 0 < np.linalg.norm(b.state["x"] - a.state["x"]) < 0.25 * moved

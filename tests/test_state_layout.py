@@ -11,6 +11,7 @@ import layout_algorithms as la
 import networkx as nx
 import numpy as np
 import pytest
+from equivalence import generic_params
 
 import fedopt
 import fedopt.algorithms
@@ -163,13 +164,13 @@ def test_no_message_tells_users_to_set_a_context_extra() -> None:
 def test_an_algorithm_object_keeps_no_run_state(name: str) -> None:
     """After a run the algorithm object holds its parameters only, and a second run of the same
     object on another problem is that problem's run."""
-    algo = make_algorithm(name)
+    algo = make_algorithm(name, **generic_params(name))
     first = make_engine("local").run(_spec(algo, problem=DATA if algo.needs_samples else PROB))
     assert first.status == "ok", first.message
     assert set(vars(algo)) == {"params"}, sorted(vars(algo))
     other = OTHER_DATA if algo.needs_samples else random_quadratic(N, D, mu=2.0, L=9.0, seed=7)
     again = make_engine("local").run(_spec(algo, problem=other))
-    fresh = make_engine("local").run(_spec(make_algorithm(name), problem=other))
+    fresh = make_engine("local").run(_spec(make_algorithm(name, **generic_params(name)), problem=other))
     assert again.status == fresh.status == "ok"
     assert [r["dist_opt"] for r in again.rows] == [r["dist_opt"] for r in fresh.rows]
 

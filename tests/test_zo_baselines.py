@@ -11,6 +11,7 @@ from fedopt.algorithms import make_algorithm
 from fedopt.core.rng import RngStreams
 from fedopt.engines.base import RunSpec, Simulation, StopCriteria
 from fedopt.problems import problem_factory
+from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
 
 N, D = 3, 8
@@ -24,6 +25,27 @@ def _run(name: str, rounds: int, seed: int = 0, prob=PROB, **params) -> Simulati
     sim = Simulation(spec)
     sim.run()
     return sim
+
+
+class ScaledQueries(Problem):
+    """``base`` whose zeroth-order oracle :meth:`query` returns ``scale·f_i`` (its values and
+    gradients stay ``base``'s)."""
+
+    def __init__(self, base, scale: float) -> None:
+        self.base, self.scale = base, scale
+        self.n, self.d, self.L, self.mu, self.x0 = base.n, base.d, base.L, base.mu, base.x0
+
+    def value(self, X, nodes):
+        return self.base.value(X, nodes)
+
+    def grad(self, X, nodes):
+        return self.base.grad(X, nodes)
+
+    def query(self, X, nodes):
+        return self.scale * self.base.value(X, nodes)
+
+    def solve(self):
+        return self.base.solve()
 
 
 def _reference_zo_fedavg(prob, rounds: int, T: int, Q: int, mu: float, lr: float, seed: int) -> np.ndarray:
@@ -58,6 +80,17 @@ def test_zo_fedavg_matches_a_per_client_reference() -> None:
     sim = _run("zo_fedavg", 3, seed=2, local_steps=4, num_dirs=5, mu=0.01, lr=0.05)
     ref = _reference_zo_fedavg(PROB, 3, 4, 5, 0.01, 0.05, seed=2)
     np.testing.assert_allclose(sim.state["x"], ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["zo_fedavg", "zo_scaffold1", "zo_scaffold2"])
+def test_the_estimates_use_the_query_oracle(name: str) -> None:
+    """Queries that return 2·f_i double every finite difference: SGD with step η on them is SGD with
+    step 2η on f_i (the estimates read :meth:`Problem.query`, not :meth:`Problem.value`)."""
+    kw = {"local_steps": 3, "num_dirs": 4, "optimizer": "sgd"}
+    scaled = _run(name, 2, prob=ScaledQueries(PROB, 2.0), lr=0.01, **kw).state["x"]
+    direct = _run(name, 2, lr=0.02, **kw).state["x"]
+    np.testing.assert_allclose(scaled, direct, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(_run(name, 2, lr=0.01, **kw).state["x"], direct, rtol=1e-6)
 
 
 def test_fedprox_with_zero_gamma_is_fedavg_and_gamma_pulls_towards_the_server_point() -> None:

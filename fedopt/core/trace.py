@@ -5,8 +5,10 @@ time), never per event. Metrics follow fedopt's results schema:
 ``subopt = f(x̄) − f*``, ``dist_opt = mean_i ‖x_i − x*‖²``,
 ``consensus = mean_i ‖x_i − x̄‖²``, ``grad_norm_sq = ‖∇f(x̄)‖²``,
 ``train_loss = f(x̄)`` (the global objective at the mean iterate, defined for every
-problem) and ``test_accuracy`` (the mean model's accuracy on the problem's held-out
-split; NaN when the problem has none, see ``Problem.test_metrics``).
+problem), ``test_accuracy`` (the mean model's accuracy on the problem's held-out
+split; NaN when the problem has none, see ``Problem.test_metrics``) and
+``attack_success`` (the share of attacked inputs that an adversarial-perturbation
+problem's models misclassify at x̄; NaN for other problems).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from fedopt.core.arrays import FloatArray
 from fedopt.core.meter import Meter
 
 #: Numeric metric columns, in table order.
-METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy")
+METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success")
 #: The metric columns a problem's held-out split fills (``Problem.test_metrics``); NaN otherwise.
-TEST_METRIC_COLUMNS = ("test_accuracy",)
+TEST_METRIC_COLUMNS = ("test_accuracy", "attack_success")
 #: Counter columns, in table order.
 COUNTER_COLUMNS = ("time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s")
 

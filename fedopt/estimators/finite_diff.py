@@ -16,7 +16,8 @@ random orthonormal frame: each ``u_q`` is uniform on the sphere, so ``s = d`` gi
 same unbiasedness with less variance. The FZooS code scales by ``1/Q`` (``s = 1``), about
 ``(1/d)·∇f`` in expectation; ``scale`` chooses.
 
-Every function value goes through the counting oracle: a forward estimate costs ``Q``
+Every function value is a zeroth-order query through the counting oracle
+(:meth:`~fedopt.problems.base.CountingOracle.query`): a forward estimate costs ``Q``
 queries per row plus one at ``x`` unless ``f(x)`` is passed in, a central one ``2Q``; the
 coordinate-wise estimate costs ``d`` (+1) or ``2d``.
 """
@@ -84,16 +85,16 @@ def fd_gradient(oracle: CountingOracle, X: FloatArray, nodes: IntArray, U: Float
     plus = (X[:, None, :] + mu * U).reshape(k * Q, d)
     if scheme == "central":
         minus = (X[:, None, :] - mu * U).reshape(k * Q, d)
-        vals = oracle.value(np.concatenate((plus, minus)), np.concatenate((rep, rep)))
+        vals = oracle.query(np.concatenate((plus, minus)), np.concatenate((rep, rep)))
         diff = (vals[: k * Q] - vals[k * Q:]).reshape(k, Q) / (2.0 * mu)
         fx = None
     else:
         if f0 is None:
-            vals = oracle.value(np.concatenate((X, plus)), np.concatenate((nodes, rep)))
+            vals = oracle.query(np.concatenate((X, plus)), np.concatenate((nodes, rep)))
             fx, fp = vals[:k], vals[k:].reshape(k, Q)
         else:
             fx = np.asarray(f0, dtype=np.float64)
-            fp = oracle.value(plus, rep).reshape(k, Q)
+            fp = oracle.query(plus, rep).reshape(k, Q)
         diff = (fp - fx[:, None]) / mu
     return (scale / Q) * np.einsum("kq,kqd->kd", diff, U), fx
 

@@ -19,7 +19,7 @@ from fedopt.experiment.store import STATUSES
 
 #: Columns of the summary printed after ``fedopt run`` (those present are shown).
 SUMMARY_COLUMNS = ("algorithm", "topology", "seed", "variant", "status", "time", "round", "messages", "grad_evals",
-                   "subopt", "dist_opt", "consensus", "train_loss", "test_accuracy")
+                   "subopt", "dist_opt", "consensus", "train_loss", "test_accuracy", "attack_success")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -138,7 +138,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
                         address=args.address, parallel=args.parallel, overwrite=args.overwrite)
     last = final_rows(df)
     cols = [c for c in SUMMARY_COLUMNS if c in last.columns and not (c == "variant" and (last[c].fillna("") == "").all())
-            and not (c == "test_accuracy" and last[c].isna().all())]  # no test split: no column
+            and not (c in ("test_accuracy", "attack_success") and last[c].isna().all())]  # NaN throughout: no column
     if len(last):
         with _pandas_display():
             print(last[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -9,7 +9,7 @@ The y axis is logarithmic for the error metrics (``subopt``, ``dist_opt``,
 ``consensus``, ``grad_norm_sq``) when some values are positive (non-positive
 values, e.g. round-off below ``f*``, are left out), for ``train_loss`` when every
 value is positive (a loss may be negative: then it is linear), and never for
-``test_accuracy``. The x axis is logarithmic when it spans two decades:
+``test_accuracy`` and ``attack_success``. The x axis is logarithmic when it spans two decades:
 then symmetric-logarithmic when a curve starts at 0 (no messages sent yet), linear
 up to the smallest positive value, so that every curve's starting point (e.g. the
 initial overshoot of a method) stays on the figure. Axes are labelled with their
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round")
-Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy")
+Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success")
 #: y columns drawn on a linear axis whatever their values.
-LINEAR_Y_COLUMNS = ("test_accuracy",)
+LINEAR_Y_COLUMNS = ("test_accuracy", "attack_success")
 #: y columns drawn on a log axis only when every value is positive.
 SIGNED_Y_COLUMNS = ("train_loss",)
 _NAMES = {
@@ -50,7 +50,8 @@ _NAMES = {
     "grad_evals": "gradient evaluations (count)", "queries": "function queries (count)", "round": "rounds (count)",
     "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²", "consensus": "mean ‖xᵢ − x̄‖²",
     "grad_norm_sq": "‖∇f(x̄)‖²", "train_loss": "train loss f(x̄)",
-    "test_accuracy": "test accuracy of x̄ (fraction)", "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
+    "test_accuracy": "test accuracy of x̄ (fraction)", "attack_success": "attack success at x̄ (fraction)",
+    "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
     "chi1": "χ1 = 1/λ2 of L_G", "chi2": "χ2 (max ½ effective resistance)", "sqrt_chi1_chi2": "√(χ1χ2) of L_G",
     "chi": "χ = λmax/λ2 of L_G", "diameter": "diameter (hops)", "kappa": "κ = L/μ",
 }

@@ -15,7 +15,8 @@ Columns: the run's identity (``run_id``, ``algorithm`` — the algorithm's label
 ``dim``), the counters (``time``, ``round``, ``grad_evals``, ``queries``,
 ``messages``, ``bytes``, ``link_time``, ``events``, ``wall_s``), the metrics
 (``subopt``, ``dist_opt``, ``consensus``, ``grad_norm_sq``, ``train_loss``,
-``test_accuracy`` — NaN when the problem has no test split, ``epsilon`` — null
+``test_accuracy`` — NaN when the problem has no test split, ``attack_success`` — NaN
+unless the problem is an adversarial attack, ``epsilon`` — null
 when the run is not private), ``status`` (``ok`` / ``diverged`` / ``error``)
 with its ``message``, and one column per swept parameter.
 """
@@ -35,12 +36,13 @@ import pandas as pd
 COLUMNS = (
     "run_id", "algorithm", "topology", "seed", "variant", "n_nodes", "dim",
     "time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "events", "wall_s",
-    "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "epsilon",
+    "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success", "epsilon",
     "status", "message",
 )
 _INT_COLUMNS = ("seed", "n_nodes", "dim", "round", "events")
 _FLOAT_COLUMNS = ("time", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s",
-                  "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "epsilon")
+                  "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success",
+                  "epsilon")
 _STR_COLUMNS = ("run_id", "algorithm", "topology", "variant", "status", "message")
 STATUSES = ("ok", "diverged", "error")
 

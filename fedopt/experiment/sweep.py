@@ -38,7 +38,7 @@ RESERVED_COLUMNS = frozenset(
     {
         "run_id", "algorithm", "topology", "seed", "variant", "n_nodes", "dim", "time", "round", "grad_evals",
         "queries", "messages", "bytes", "link_time", "events", "wall_s", "subopt", "dist_opt", "consensus",
-        "grad_norm_sq", "train_loss", "test_accuracy", "epsilon", "status", "message",
+        "grad_norm_sq", "train_loss", "test_accuracy", "attack_success", "epsilon", "status", "message",
     }
 )
 

@@ -1,6 +1,6 @@
 """Objectives, data sets and partitions; importing this package registers the built-ins."""
 
-from fedopt.problems import empirical, quadratic, torch_model, zo_synthetic  # noqa: F401  (torch_model imports torch lazily)
+from fedopt.problems import empirical, quadratic, torch_model, zo_blackbox, zo_synthetic  # noqa: F401  (torch imported lazily)
 from fedopt.problems.base import CountingOracle, Problem, available_problems, problem_factory, register_problem
 from fedopt.problems.data import available_sources, load_dataset, register_source
 from fedopt.problems.empirical import EmpiricalProblem, LeastSquares, Logistic, NonconvexLogistic

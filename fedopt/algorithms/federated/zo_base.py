@@ -116,7 +116,7 @@ class ZOFederated(FederatedAlgorithm):
         p = self.params
         x0 = payload["x"]
         X = np.tile(x0, (len(clients), 1))
-        fx = ctx.oracle.value(X, clients) if p.scheme == "forward" else None
+        fx = ctx.oracle.query(X, clients) if p.scheme == "forward" else None
         opt = Adam(X.shape, p)
         g_sum = np.zeros_like(X)
         for _ in range(p.local_steps):
@@ -125,5 +125,5 @@ class ZOFederated(FederatedAlgorithm):
             corr = self.correction(payload, state, ctx, clients, X, x0)
             X = opt.step(X, G if corr is None else G + corr)
             ctx.oracle.local_step(clients)
-            fx = ctx.oracle.value(X, clients)
+            fx = ctx.oracle.query(X, clients)
         return X, g_sum / p.local_steps

@@ -90,7 +90,7 @@ class ZOScaffold1(_Scaffold):
             X, _ = self.local_steps(payload, state, ctx, clients)
             return X, np.ones(len(clients))
         X = np.tile(payload["x"], (len(clients), 1))
-        fx = ctx.oracle.value(X, clients) if self.params.scheme == "forward" else None
+        fx = ctx.oracle.query(X, clients) if self.params.scheme == "forward" else None
         G, _ = self.estimate(ctx, X, clients, fx)
         state["ci"][clients] = G
         return G, np.ones(len(clients))
