@@ -142,8 +142,7 @@ class DPFedAvg(FederatedAlgorithm):
             idx, mask = all_samples(n_p)
             std = (2.0 * p.clip * prep.mechanism.noise_multiplier) / n_p[:, None]
             for _ in range(p.local_steps):
-                G = ctx.oracle.sample_grads(X, clients, idx, mask)
-                g = GaussianMechanism.node_means(G, p.clip, n_p, mask)
+                g = ctx.oracle.clipped_grad_sums(X, clients, idx, p.clip, mask) / n_p[:, None]
                 X -= p.lr * (g + std * ctx.node_rng("noise").standard_normal(clients, ctx.d))
                 ctx.oracle.local_step(clients)
             delta = X - payload["x"]
