@@ -254,8 +254,9 @@ def _layerwise_kernels(
 
     def clipped_diff_sums(flat: "torch.Tensor", prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
                           w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-        ds, acts = deltas(flat, A, Y)
-        ds_p, acts_p = deltas(prev, A, Y)
+        both = vmap(deltas, in_dims=(0, None, None))(torch.stack([flat, prev]), A, Y)  # both points at once
+        ds, acts = tuple(d[0] for d in both[0]), tuple(a[0] for a in both[1])
+        ds_p, acts_p = tuple(d[1] for d in both[0]), tuple(a[1] for a in both[1])
         norm2 = torch.zeros_like(w)
         terms = []
         for l, ((_, m), d, dp, a, ap) in enumerate(zip(linear, ds, ds_p, acts, acts_p)):
