@@ -43,7 +43,7 @@ class DPSGDParams(Params):
     clip: float = Field(1.0, gt=0, description="per-sample gradient threshold C")
     sampling_rate: float = Field(0.1, gt=0, le=1, description="Poisson sampling rate q of each sample")
     epsilon: float | None = Field(None, gt=0, description="target ε (calibrates the noise)")
-    noise_multiplier: float = Field(1.0, gt=0, description="z when no target ε is given")
+    noise_multiplier: float | None = Field(None, gt=0, description="z when no target ε is given (None: 1)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target δ")
     rounds: int | None = Field(None, ge=1, description="planned rounds R the noise is calibrated for")
     accountant: Literal["pld", "rdp"] = Field("pld", description="dp-accounting accountant")
@@ -67,7 +67,7 @@ class DPSGD(FederatedAlgorithm):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if p.epsilon is not None and "noise_multiplier" in p.model_fields_set:
+        if p.epsilon is not None and p.noise_multiplier is not None:
             raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
         if p.epsilon is not None and p.rounds is None:
             raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
@@ -79,7 +79,7 @@ class DPSGD(FederatedAlgorithm):
         p = self.params
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
-        z = p.noise_multiplier
+        z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
         if p.epsilon is not None:
             assert p.rounds is not None
             rounds, q = p.rounds, p.sampling_rate
