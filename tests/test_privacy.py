@@ -109,6 +109,18 @@ def test_ledgers_with_the_same_releases_share_one_accountant_run(monkeypatch: py
     assert ledger(9.87654, 1e-6).epsilon() > first and len(made) == 3
 
 
+def test_repeated_release_calibration_is_memoized_and_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedopt.privacy import calibration
+
+    calls = []
+    real = calibration.calibrate_noise_multiplier
+    monkeypatch.setattr(calibration, "calibrate_noise_multiplier", lambda *a, **k: calls.append(a) or real(*a, **k))
+    z = calibration.calibrate_repeated(37, 2.345, DELTA)
+    assert calibration.calibrate_repeated(37, 2.345, DELTA) == z and len(calls) == 1
+    assert pld_epsilon([(z, 37)], DELTA) <= 2.345 < pld_epsilon([(0.999 * z, 37)], DELTA)
+    assert calibration.calibrate_repeated(38, 2.345, DELTA) > z and len(calls) == 2
+
+
 def test_the_papers_sigmas_are_valid_and_conservative() -> None:
     """The code's closed forms at CA Housing sizes, T = 6, ε = 3 spend 2.2993 (exact Gaussian DP)."""
     s1, s2 = paper_sigmas(3.0, DELTA, R, 6, N_MIN, P)

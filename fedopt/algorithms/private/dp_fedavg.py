@@ -36,8 +36,8 @@ from pydantic import Field
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.privacy.accounting import PrivacyLedger, compose, gaussian_event
-from fedopt.privacy.calibration import calibrate_noise_multiplier
+from fedopt.privacy.accounting import PrivacyLedger
+from fedopt.privacy.calibration import calibrate_repeated
 from fedopt.privacy.clipping import all_samples, clip_per_sample
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
@@ -99,8 +99,7 @@ class DPFedAvg(FederatedAlgorithm):
             assert p.rounds is not None
             count = p.rounds * per_round
             try:
-                z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), count)]), p.epsilon,
-                                               p.delta, p.accountant)
+                z = calibrate_repeated(count, p.epsilon, p.delta, q, p.accountant)
             except ValueError as exc:
                 raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
         if p.level == "client":

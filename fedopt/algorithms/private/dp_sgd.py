@@ -31,8 +31,8 @@ from pydantic import Field
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.privacy.accounting import PrivacyLedger, compose, gaussian_event
-from fedopt.privacy.calibration import calibrate_noise_multiplier
+from fedopt.privacy.accounting import PrivacyLedger
+from fedopt.privacy.calibration import calibrate_repeated
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -82,10 +82,8 @@ class DPSGD(FederatedAlgorithm):
         z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
         if p.epsilon is not None:
             assert p.rounds is not None
-            rounds, q = p.rounds, p.sampling_rate
             try:
-                z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), rounds)]), p.epsilon,
-                                               p.delta, p.accountant, p.relation)
+                z = calibrate_repeated(p.rounds, p.epsilon, p.delta, p.sampling_rate, p.accountant, p.relation)
             except ValueError as exc:
                 raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
         unit = 1.0 / (p.sampling_rate * int(m.min()) * problem.n)
