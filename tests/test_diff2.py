@@ -269,3 +269,15 @@ def test_ray_engine_gives_the_local_table_and_epsilon() -> None:
             for k in ("grad_norm_sq", "epsilon", "grad_evals", "messages", "bytes"):
                 assert rb[k] == pytest.approx(ra[k], rel=1e-9, abs=1e-12), k
         np.testing.assert_allclose(got.final_state["x"], ref.final_state["x"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["dp_sgd", "dp_fedavg"])
+def test_a_calibrated_run_accepts_its_parameters_with_defaults_filled_in(name: str) -> None:
+    """An experiment passes every parameter, defaults filled in (the sweep dumps the params):
+    a run calibrated to epsilon is not taken for one that also gives a noise multiplier."""
+    given = make_algorithm(name, epsilon=2.0, rounds=5)
+    again = make_algorithm(name, **given.params.model_dump(mode="json"))
+    assert again.params.epsilon == 2.0 and again.params.noise_multiplier is None
+    with pytest.raises(ValueError, match=rf"algorithm '{name}': noise_multiplier: give epsilon .* not both"):
+        make_algorithm(name, epsilon=2.0, rounds=5, noise_multiplier=1.5)
+    assert make_algorithm(name).prepare(PROB, [TOP])[0].mechanism.noise_multiplier == 1.0

@@ -199,6 +199,20 @@ def test_plot_errors_and_median(tmp_path: Path) -> None:
     _no_temp_files(tmp_path)
 
 
+def test_private_runs_plot_against_epsilon(tmp_path: Path) -> None:
+    """The privacy spent is an x axis: private runs' curves run over their cumulative ε, a
+    non-private run (ε null) has no curve there."""
+    rows = [{"run_id": "p", "algorithm": "dp", "topology": "t", "seed": 0, "variant": "", "epsilon": e,
+             "train_loss": 1.0 / (1.0 + e), "status": "ok"} for e in (0.0, 0.5, 1.0, 3.0)]
+    rows += [{"run_id": "g", "algorithm": "gd", "topology": "t", "seed": 0, "variant": "", "epsilon": None,
+              "train_loss": 0.1, "status": "ok"}]
+    c = curves(pd.DataFrame(rows), "epsilon", "train_loss")["t"]
+    assert list(c) == ["dp"]
+    assert c["dp"]["x"][0] == 0.0 and c["dp"]["x"][-1] == 3.0
+    np.testing.assert_allclose(c["dp"]["median"][[0, -1]], [1.0, 0.25])
+    assert plot_results(pd.DataFrame(rows), "epsilon", "train_loss", tmp_path / "e.png").is_file()
+
+
 def test_link_cost_topology_gets_a_link_time_plot(tmp_path: Path) -> None:
     cfg = {
         "name": "linkcost",

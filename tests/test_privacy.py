@@ -86,6 +86,41 @@ def test_ledger_epsilon_equals_dp_accounting_and_the_gdp_closed_form(z1: float, 
     assert rdp.epsilon() >= eps  # RDP is an upper bound
 
 
+def test_ledgers_with_the_same_releases_share_one_accountant_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs of a sweep that release the same sequence (seeds, step sizes) compute each
+    checkpoint's epsilon once between them; other releases or another delta get their own."""
+    from fedopt.privacy import accounting
+
+    made = []
+    real = accounting.make_accountant
+    monkeypatch.setattr(accounting, "make_accountant", lambda *a: made.append(a) or real(*a))
+
+    def ledger(z2: float, delta: float = DELTA) -> PrivacyLedger:
+        out = PrivacyLedger(delta)
+        out.record(dpa.GaussianDpEvent(2.718281), 3)
+        out.record(dpa.GaussianDpEvent(z2), 7)
+        return out
+
+    first = ledger(9.87654).epsilon()
+    assert len(made) == 1
+    assert ledger(9.87654).epsilon() == first and len(made) == 1
+    assert first == pytest.approx(pld_epsilon([(2.718281, 3), (9.87654, 7)], DELTA), rel=1e-12)
+    assert ledger(9.87655).epsilon() < first and len(made) == 2
+    assert ledger(9.87654, 1e-6).epsilon() > first and len(made) == 3
+
+
+def test_repeated_release_calibration_is_memoized_and_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedopt.privacy import calibration
+
+    calls = []
+    real = calibration.calibrate_noise_multiplier
+    monkeypatch.setattr(calibration, "calibrate_noise_multiplier", lambda *a, **k: calls.append(a) or real(*a, **k))
+    z = calibration.calibrate_repeated(37, 2.345, DELTA)
+    assert calibration.calibrate_repeated(37, 2.345, DELTA) == z and len(calls) == 1
+    assert pld_epsilon([(z, 37)], DELTA) <= 2.345 < pld_epsilon([(0.999 * z, 37)], DELTA)
+    assert calibration.calibrate_repeated(38, 2.345, DELTA) > z and len(calls) == 2
+
+
 def test_the_papers_sigmas_are_valid_and_conservative() -> None:
     """The code's closed forms at CA Housing sizes, T = 6, ε = 3 spend 2.2993 (exact Gaussian DP)."""
     s1, s2 = paper_sigmas(3.0, DELTA, R, 6, N_MIN, P)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round")
+X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round", "epsilon")
 Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success")
 #: y columns drawn on a linear axis whatever their values.
 LINEAR_Y_COLUMNS = ("test_accuracy", "attack_success")
@@ -48,6 +48,7 @@ _NAMES = {
     "messages": "messages sent (count)", "bytes": "bytes sent (B)",
     "time": "simulated time (rounds; n gradients per unit)", "link_time": "link time (s, link-cost model)",
     "grad_evals": "gradient evaluations (count)", "queries": "function queries (count)", "round": "rounds (count)",
+    "epsilon": "privacy spent ε (cumulative, at the run's δ)",
     "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²", "consensus": "mean ‖xᵢ − x̄‖²",
     "grad_norm_sq": "‖∇f(x̄)‖²", "train_loss": "train loss f(x̄)",
     "test_accuracy": "test accuracy of x̄ (fraction)", "attack_success": "attack success at x̄ (fraction)",

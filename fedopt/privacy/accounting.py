@@ -29,6 +29,7 @@ points only (a run of ``R`` rounds does not run the accountant ``R`` times).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import dp_accounting as dpa
@@ -104,8 +105,9 @@ class PrivacyLedger:
     ``record(event, count)`` adds releases (counts of distinct events, kept in the order
     first recorded); :meth:`epsilon` composes them with a fresh accountant of the ledger's
     kind at ``delta`` (memoized on the counts, so repeated reads between releases are
-    free). Only the server step of an algorithm records: a distributed engine's shards
-    never account, and the driver's ledger is the run's.
+    free, and across ledgers: another run with the same releases reuses the answer). Only
+    the server step of an algorithm records: a distributed engine's shards never account,
+    and the driver's ledger is the run's.
     """
 
     def __init__(self, delta: float, accountant: str = "pld", relation: str = "add_or_remove_one",
@@ -140,7 +142,7 @@ class PrivacyLedger:
         key = tuple(self.counts.items())
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        eps = epsilon_of(self.event(), self.delta, self.accountant, self.relation, self.discretization)
+        eps = _releases_epsilon(key, self.delta, self.accountant, self.relation, self.discretization)
         self._memo = (key, eps)
         return eps
 
@@ -148,3 +150,12 @@ class PrivacyLedger:
         return (f"PrivacyLedger(delta={self.delta}, accountant={self.accountant!r}, relation={self.relation!r}, "
                 f"releases={self.releases()})")
 
+
+@lru_cache(maxsize=4096)
+def _releases_epsilon(releases: tuple[tuple[dpa.DpEvent, int], ...], delta: float, accountant: str, relation: str,
+                      discretization: float) -> float:
+    """ε of the composition of ``(event, count)`` releases, memoized across ledgers (the events
+    are immutable and hashable, ε a pure function of the arguments): the runs of a sweep that
+    release the same sequence (every seed and step size of one calibrated method) run the
+    accountant once per checkpoint between them."""
+    return epsilon_of(compose(list(releases)), delta, accountant, relation, discretization)

@@ -91,6 +91,23 @@ def calibrate_noise_multiplier(make_event: Callable[[float], dpa.DpEvent], targe
     return search(accountant, a, b)
 
 
+def calibrate_repeated(count: int, target_epsilon: float, delta: float, sampling_rate: float | None = None,
+                       accountant: str = "pld", relation: str = "add_or_remove_one") -> float:
+    """The noise multiplier of ``count`` identical Gaussian releases (Poisson-subsampled at
+    ``sampling_rate`` when given) that together meet (``target_epsilon``, ``delta``):
+    :func:`calibrate_noise_multiplier` over the default bracket, memoized on the arguments
+    (every seed and step size of a sweep's calibrated DP-SGD or DP-FedAvg run asks the same)."""
+    return _calibrate_repeated(int(count), float(target_epsilon), float(delta),
+                               None if sampling_rate is None else float(sampling_rate), accountant, relation)
+
+
+@lru_cache(maxsize=256)
+def _calibrate_repeated(count: int, target_epsilon: float, delta: float, sampling_rate: float | None,
+                        accountant: str, relation: str) -> float:
+    return calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, sampling_rate), count)]), target_epsilon,
+                                      delta, accountant, relation)
+
+
 def group_multipliers(scale: float, counts: Sequence[int], shares: Sequence[float]) -> list[float]:
     """``z_k = scale · √(K_k / s_k)`` of each group (the shares renormalized over the groups
     that release anything, each of which needs a share > 0; a group without releases gets ``inf``)."""

@@ -10,6 +10,10 @@ A node's mean is its clipped **sum divided by its sample count** ``n_p``
 (:func:`clipped_node_means`), never a mean of batch means: with batches of unequal size a
 mean of means weighs the samples of a small last batch more, and the sensitivity the
 noise was calibrated for no longer holds.
+
+The arithmetic (:func:`clip_per_sample`, :func:`clipped_node_sums`) lives in
+:mod:`fedopt.core.clip`, where the problems' fused oracle
+:meth:`~fedopt.problems.base.Problem.clipped_grad_sums` reaches it too; it is re-exported here.
 """
 
 from __future__ import annotations
@@ -17,39 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from fedopt.core.arrays import FloatArray
+from fedopt.core.clip import clip_per_sample, clipped_node_sums
 
-
-def _thresholds(c: float | FloatArray, k: int) -> FloatArray:
-    """``c`` as ``[k, 1]`` thresholds (checked non-negative; ``inf`` means no clipping)."""
-    t = np.broadcast_to(np.asarray(c, dtype=np.float64), (k,))
-    if np.isnan(t).any() or (t < 0).any():
-        raise ValueError(f"clipping threshold must be >= 0 (inf: no clipping), got {c!r}")
-    return t[:, None]
-
-
-def clip_per_sample(G: FloatArray, c: float | FloatArray) -> FloatArray:
-    """Every sample of ``G [k, b, d]`` clipped to L2 norm ``c`` (a number or ``[k]``, one per
-    node): ``g · min(1, c / ‖g‖)``. A zero gradient stays zero; ``c = 0`` zeroes every sample;
-    ``c = inf`` returns the samples unchanged (bit for bit)."""
-    G = np.asarray(G, dtype=np.float64)
-    if G.ndim != 3:
-        raise ValueError(f"per-sample gradients must be [nodes, samples, d], got shape {G.shape}")
-    t = _thresholds(c, G.shape[0])
-    if np.isinf(t).all():
-        return G
-    norms = np.sqrt(np.einsum("kbd,kbd->kb", G, G))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(norms > t, t / np.where(norms > 0, norms, 1.0), 1.0)
-    return G * scale[:, :, None]
-
-
-def clipped_node_sums(G: FloatArray, c: float | FloatArray, mask: FloatArray | None = None) -> FloatArray:
-    """``Σ_i clip(g_{p,i}, c)`` of each node ``[k, d]``; ``mask [k, b]`` (0/1) keeps only the
-    samples a node drew (Poisson subsampling pads its draws to a common ``b``)."""
-    C = clip_per_sample(G, c)
-    if mask is None:
-        return C.sum(axis=1)
-    return np.einsum("kbd,kb->kd", C, np.asarray(mask, dtype=np.float64))
+__all__ = ["all_samples", "clip_per_sample", "clipped_node_means", "clipped_node_sums"]
 
 
 def clipped_node_means(G: FloatArray, c: float | FloatArray, n_p: FloatArray,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.core.clip import clip_thresholds, clipped_node_sums
 from fedopt.core.meter import Meter
 from fedopt.core.rng import NodeStream
 
@@ -121,6 +122,25 @@ class Problem(ABC):
         (the local objective is the mean of per-sample losses plus any regularizer,
         which is included in every per-sample gradient)."""
         raise TypeError(f"{type(self).__name__} has no per-sample gradients (it holds no data)")
+
+    def clipped_grad_sums(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                          mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
+        """Each node's sum of clipped per-sample gradients, ``[k, d]``:
+        ``Σ_j mask_kj · clip(g_j(X[k]), c_k)``, or of clipped per-sample gradient differences
+        ``Σ_j mask_kj · clip(g_j(X[k]) − g_j(X_prev[k]), c_k)`` when ``X_prev [k, d]`` is given,
+        over the samples ``idx[k, :]`` of node ``nodes[k]`` (``g_j``: per-sample gradients as
+        :meth:`sample_grads`; ``clip(g, c) = g · min(1, c/‖g‖)``; ``c``: one threshold or one per
+        row ``[k]``, ``inf`` for none; ``mask [k, b]`` 0/1, all ones when ``None``).
+
+        The default computes :meth:`sample_grads` (twice for a difference) and clips them
+        with :func:`fedopt.core.clip.clipped_node_sums`; a problem that can keep the
+        ``[k, b, d]`` per-sample block off the host (the torch problems) overrides it with a
+        fused kernel of the same arithmetic."""
+        t = clip_thresholds(c, len(nodes))
+        G = self.sample_grads(X, nodes, idx)
+        if X_prev is not None:
+            G = G - self.sample_grads(X_prev, nodes, idx)
+        return clipped_node_sums(G, t, mask)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: mean of ``batch`` per-sample gradients drawn uniformly
@@ -244,6 +264,10 @@ class ShardView(Problem):
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         return self.full.sample_grads(X, nodes, idx)
 
+    def clipped_grad_sums(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                          mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
+        return self.full.clipped_grad_sums(X, nodes, idx, c, mask, X_prev)
+
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         return self.full.stochastic_grad(X, nodes, rng, batch)
 
@@ -313,9 +337,9 @@ class CountingOracle:
 
     This and the :class:`~fedopt.core.meter.Channel` are the only places that count.
     ``grad`` counts one gradient evaluation per row (one full local gradient);
-    ``sample_grads`` and ``stochastic_grad`` count ``b / m_i`` per row, so curves
-    against ``grad_evals`` compare full-batch and stochastic methods in the same
-    unit (passes over local data). ``conjugate_grad`` (a dual gradient) counts one
+    ``sample_grads``, ``clipped_grad_sums`` (at each evaluation point) and
+    ``stochastic_grad`` count ``b / m_i`` per row, so curves against ``grad_evals``
+    compare full-batch and stochastic methods in the same unit (passes over local data). ``conjugate_grad`` (a dual gradient) counts one
     gradient evaluation per row; ``gd_steps`` runs and counts whole local
     gradient steps. ``value`` and ``query`` count one function query per row. ``local_step``
     counts the model updates an algorithm makes (local steps).
@@ -391,6 +415,18 @@ class CountingOracle:
         used = idx.shape[1] if mask is None else np.asarray(mask, dtype=np.float64).sum(axis=1)
         self.meter.grad_evals.add(nodes, used / self._m[nodes])
         return self.problem.sample_grads(X, nodes, idx)
+
+    def clipped_grad_sums(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                          mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
+        """Sums of clipped per-sample gradients (or of their differences between ``X`` and
+        ``X_prev``), ``[k, d]`` (:meth:`Problem.clipped_grad_sums`), counted as the per-sample
+        gradients they are made of: ``b / m_i`` gradient evaluations per row (``Σ_j mask_kj / m_i``
+        with a mask) at each evaluation point, so twice with ``X_prev``."""
+        used = idx.shape[1] if mask is None else np.asarray(mask, dtype=np.float64).sum(axis=1)
+        nodes = np.asarray(nodes, dtype=np.int64)
+        for _ in range(1 if X_prev is None else 2):
+            self.meter.grad_evals.add(nodes, used / self._m[nodes])
+        return self.problem.clipped_grad_sums(X, nodes, idx, c, mask, X_prev)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradients (:meth:`Problem.stochastic_grad`), ``batch / m_i`` gradient

@@ -16,7 +16,9 @@ on the problem's device once, padded to ``[n, m_max, ...]`` with a weight mask
 a block (and over samples for per-sample gradients), with
 :func:`torch.func.grad`: no Python loop over nodes or samples. A block of
 iterates is moved to the device once per oracle call; results come back as
-float64 numpy arrays.
+float64 numpy arrays. The private algorithms' oracle, sums of clipped per-sample
+gradients (or gradient differences), is one fused kernel that keeps the per-sample
+block on the device and returns ``[k, d]`` (:meth:`_VmapOracles.clipped_grad_sums`).
 
 A shard of a distributed run reads the problem through :meth:`TorchModelProblem.shard_view`
 (:class:`TorchShardView`): its own nodes' data copied once, contiguously, to the device
@@ -48,11 +50,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from fedopt.core.arrays import FloatArray, IntArray
+from fedopt.core.clip import clip_thresholds
 from fedopt.core.rng import NodeStream
 from fedopt.problems.base import Problem, ProblemParamError, ShardView, param_error, register_problem
 from fedopt.problems.data import load_dataset
@@ -129,27 +132,190 @@ _LOSS_FNS: dict[str, Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]]
     "mse": _mse, "cross_entropy": _cross_entropy,
 }
 
-#: The vmapped kernels of a module: ``(value, grad, sample_grads)`` (see :func:`make_kernels`);
-#: the gradient kernels return the module's parameter dict of gradient blocks.
-Kernels = tuple[Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"]]
+#: How the fused clipping kernels get per-sample gradient norms and sums (see :func:`make_kernels`).
+CLIPPING_KERNELS = ("auto", "layerwise", "vmap")
+
+
+class Kernels(NamedTuple):
+    """The vmapped kernels of a module (see :func:`make_kernels`); ``clipping`` names the
+    method of the two fused clipping kernels (``layerwise`` or ``vmap``) and ``sample_width``
+    the elements they hold per sample and evaluation point (``d`` for ``vmap``; the Linear
+    layers' input and output widths for ``layerwise``)."""
+
+    value: Callable[..., "torch.Tensor"]
+    grad: Callable[..., "torch.Tensor"]
+    sample_grads: Callable[..., "torch.Tensor"]
+    clipped_sums: Callable[..., "torch.Tensor"]
+    clipped_diff_sums: Callable[..., "torch.Tensor"]
+    clipping: str
+    sample_width: int
+
+
+def _clip_scale(sq_norms: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+    """Clip factors ``min(1, t/‖g‖)`` of per-sample rows with squared norms ``sq_norms [b]``
+    (a zero row keeps factor 1, ``t = 0`` gives 0 to every nonzero row, ``t = inf`` 1 to all)."""
+    import torch
+
+    norms = torch.sqrt(sq_norms)
+    one = torch.ones_like(norms)
+    return torch.where(norms > t, t / torch.where(norms > 0, norms, one), one)
+
+
+def _clipped_sum(G: "torch.Tensor", w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+    """``Σ_j w_j · clip(G_j, t)`` of one node's per-sample rows ``G [b, d]``."""
+    return (_clip_scale((G * G).sum(dim=-1), t) * w) @ G
+
+
+#: Modules that act on each entry alone (activations): the layerwise kernels pass samples
+#: through them unchanged in shape.
+_ELEMENTWISE = ("ReLU", "Softplus", "Tanh", "Sigmoid", "GELU", "SiLU", "ELU", "LeakyReLU", "Identity")
+
+
+def layerwise_plan(module: "nn.Module") -> list[tuple[str, "nn.Module"]] | None:
+    """The layers of ``module`` when the layerwise clipping kernels apply to it: an
+    :class:`torch.nn.Sequential` of :class:`torch.nn.Linear` layers and elementwise
+    activations (:data:`_ELEMENTWISE`), at least one Linear; else ``None``."""
+    from torch import nn
+
+    if not isinstance(module, nn.Sequential):
+        return None
+    layers = list(module.named_children())
+    ok = all(isinstance(m, nn.Linear) or (type(m).__name__ in _ELEMENTWISE and type(m).__module__.startswith("torch.nn"))
+             for _, m in layers)
+    return layers if ok and any(isinstance(m, nn.Linear) for _, m in layers) else None
+
+
+def _layerwise_kernels(
+    layers: list[tuple[str, "nn.Module"]],
+    loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
+    unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
+    flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
+) -> tuple[Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"]]:
+    """The fused clipping kernels of a Linear/activation stack without per-sample gradients.
+
+    A Linear layer ``z = W a + b`` gives sample ``j`` the gradients ``δ_j a_jᵀ`` (``W``) and
+    ``δ_j`` (``b``), ``δ_j = ∂ℓ_j/∂z_j``; one batched backward gives every ``δ_j`` (the samples
+    do not interact), and ``‖δ aᵀ‖² = ‖δ‖²‖a‖²`` (Goodfellow 2015, *Efficient per-example
+    gradient computations*; "ghost clipping", Li, Tramèr, Liang & Hashimoto, ICLR 2022).
+    The clipped sum of a layer is one matmul, ``(s∘δ)ᵀ A`` with the clip factors ``s``.
+    For a difference between ``x`` and ``x'`` (``δ', a'`` at ``x'``, ``Δδ = δ − δ'``,
+    ``Δa = a − a'``): ``δaᵀ − δ'a'ᵀ = Δδ aᵀ + δ' Δaᵀ``, so
+    ``‖·‖² = ‖Δδ‖²‖a‖² + 2(Δδ·δ')(a·Δa) + ‖δ'‖²‖Δa‖²`` and the sum is
+    ``(s∘Δδ)ᵀA + (s∘δ')ᵀΔA``, both from differences (no cancellation of the two
+    gradients' full size). The cost is about a full-batch gradient per evaluation point."""
+    import torch
+    from torch import nn
+    from torch.func import grad, vmap
+
+    linear = [(name, m) for name, m in layers if isinstance(m, nn.Linear)]
+    first_is_linear = isinstance(layers[0][1], nn.Linear)
+
+    def total_loss(params: dict[str, "torch.Tensor"], A: "torch.Tensor", Y: "torch.Tensor",
+                   biases: tuple["torch.Tensor", ...]) -> tuple["torch.Tensor", tuple["torch.Tensor", ...]]:
+        """``Σ_j ℓ_j`` with each Linear's bias given per sample (``biases[l] [b, out]``: its
+        gradient is ``δ``), and the Linear inputs ``a``."""
+        h, inputs, k = A, [], 0
+        for name, m in layers:
+            if isinstance(m, nn.Linear):
+                inputs.append(h)
+                h = h @ params[f"{name}.weight"].T + biases[k]
+                k += 1
+            else:
+                h = m(h)
+        return vmap(loss)(h, Y).sum(), tuple(inputs)
+
+    def deltas(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor"
+               ) -> tuple[tuple["torch.Tensor", ...], tuple["torch.Tensor", ...]]:
+        params, b = unflatten(flat), A.shape[0]
+        biases = tuple(params[f"{name}.bias"].expand(b, m.out_features) if m.bias is not None
+                       else torch.zeros((b, m.out_features), dtype=A.dtype, device=A.device) for name, m in linear)
+        return grad(total_loss, argnums=3, has_aux=True)(params, A, Y, biases)
+
+    def assemble(parts: list[tuple["torch.Tensor", "torch.Tensor"]]) -> "torch.Tensor":
+        out: dict[str, torch.Tensor] = {}
+        for (name, m), (gw, gb) in zip(linear, parts):
+            out[f"{name}.weight"] = gw
+            if m.bias is not None:
+                out[f"{name}.bias"] = gb
+        return flatten(out)
+
+    def sq(v: "torch.Tensor") -> "torch.Tensor":
+        return torch.linalg.vector_norm(v, dim=-1) ** 2
+
+    def clipped_sums(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                     t: "torch.Tensor") -> "torch.Tensor":
+        ds, acts = deltas(flat, A, Y)
+        norm2 = torch.zeros_like(w)
+        for (_, m), d, a in zip(linear, ds, acts):
+            dd = sq(d)
+            norm2 = norm2 + dd * (sq(a) + (1.0 if m.bias is not None else 0.0))
+        s = (_clip_scale(norm2, t) * w)[:, None]
+        return assemble([(sd.T @ a, sd.sum(dim=0)) for sd, a in ((s * d, a) for d, a in zip(ds, acts))])
+
+    def clipped_diff_sums(flat: "torch.Tensor", prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                          w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        both = vmap(deltas, in_dims=(0, None, None))(torch.stack([flat, prev]), A, Y)  # both points at once
+        ds, acts = tuple(d[0] for d in both[0]), tuple(a[0] for a in both[1])
+        ds_p, acts_p = tuple(d[1] for d in both[0]), tuple(a[1] for a in both[1])
+        norm2 = torch.zeros_like(w)
+        terms = []
+        for l, ((_, m), d, dp, a, ap) in enumerate(zip(linear, ds, ds_p, acts, acts_p)):
+            ddl = d - dp
+            n_dd = sq(ddl)
+            norm2 = norm2 + n_dd * (sq(a) + (1.0 if m.bias is not None else 0.0))
+            if l == 0 and first_is_linear:  # the data are the input: Δa = 0
+                terms.append((ddl, dp, a, None))
+                continue
+            dal = a - ap
+            norm2 = norm2 + 2.0 * (ddl * dp).sum(dim=-1) * (a * dal).sum(dim=-1) + sq(dp) * sq(dal)
+            terms.append((ddl, dp, a, dal))
+        s = (_clip_scale(torch.clamp(norm2, min=0.0), t) * w)[:, None]
+        parts = []
+        for ddl, dp, a, dal in terms:
+            sd = s * ddl
+            gw = sd.T @ a if dal is None else sd.T @ a + (s * dp).T @ dal
+            parts.append((gw, sd.sum(dim=0)))
+        return assemble(parts)
+
+    return vmap(clipped_sums), vmap(clipped_diff_sums)
 
 
 def make_kernels(
     module: "nn.Module",
     loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
     unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
+    flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
+    sample_shape: tuple[int, ...] | None = None,
+    clipping: str = "auto",
 ) -> Kernels:
     """The oracles of ``module`` with per-sample ``loss`` as vmapped functions of a block:
     ``value(X [k, d], A [k, b, *in], Y [k, b, *out], w [k, b]) -> [k]`` (the weighted loss
     sums ``Σ_j w_kj ℓ(model(X_k; A_kj), Y_kj)``), ``grad(X, A, Y, w) -> {name: [k, *shape]}``
-    (their gradients) and ``sample_grads(X, A, Y) -> {name: [k, b, *shape]}`` (per-sample
-    gradients); ``unflatten`` maps a flat parameter vector to the module's parameter dict.
-    Gradients are taken with respect to the parameter dict (differentiating through the
-    slices of the flat vector would add a zero-filled ``[d]`` tensor per parameter tensor
-    to every gradient) and left as a dict: the oracles copy each block once, straight into
-    the float64 result (:meth:`_VmapOracles._flat_out`), instead of concatenating a
-    ``[k, d]`` tensor first and converting it after."""
+    (their gradients, as the module's parameter dict: the oracles copy each block once,
+    straight into the float64 result, :meth:`_VmapOracles._flat_out`, instead of
+    concatenating a ``[k, d]`` tensor first and converting it after), ``sample_grads(X, A, Y)
+    -> {name: [k, b, *shape]}`` (per-sample gradients, likewise), and the fused
+    clipping kernels ``clipped_sums(X, A, Y, w, t) -> [k, d]`` (``Σ_j w_kj clip(g_j(X_k), t_k)``)
+    and ``clipped_diff_sums(X, X_prev, A, Y, w, t) -> [k, d]`` (``Σ_j w_kj clip(g_j(X_k) −
+    g_j(X_prev_k), t_k)``), which keep the per-sample block inside the kernel;
+    ``unflatten`` / ``flatten`` map a flat parameter vector to the module's parameter dict
+    and back. Gradients are taken with respect to the parameter dict and flattened once
+    (differentiating through the slices of the flat vector would add a zero-filled
+    ``[d]`` tensor per parameter tensor to every gradient).
+
+    ``clipping``: how the fused kernels work. ``vmap`` materializes each chunk's per-sample
+    gradients ``[b, d]`` per node, clips and sums them (any module); ``layerwise`` never
+    forms them (:func:`_layerwise_kernels`: a Linear/activation stack, :func:`layerwise_plan`,
+    on flat samples, ``sample_shape = (d_in,)``); ``auto`` takes ``layerwise`` where it applies."""
+    from torch import nn
     from torch.func import functional_call, grad, vmap
+
+    if clipping not in CLIPPING_KERNELS:
+        raise ValueError(f"clipping kernels must be one of {', '.join(CLIPPING_KERNELS)}, got {clipping!r}")
+    plan = layerwise_plan(module) if sample_shape is not None and len(sample_shape) == 1 else None
+    if clipping == "layerwise" and plan is None:
+        raise ValueError(f"layerwise clipping kernels need a Sequential of Linear layers and elementwise "
+                         f"activations on flat samples; got {type(module).__name__} on samples {sample_shape}")
 
     def sample_loss(params: dict[str, "torch.Tensor"], a: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         pred = functional_call(module, params, (a.unsqueeze(0),))
@@ -171,7 +337,25 @@ def make_kernels(
         params = unflatten(flat)
         return vmap(lambda a, y: grad(sample_loss)(params, a, y))(A, Y)  # type: ignore[no-any-return]
 
-    return vmap(value), vmap(node_grad), vmap(node_sample_grads)
+    def flat_sample_grads(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
+        params = unflatten(flat)
+        return vmap(lambda a, y: flatten(grad(sample_loss)(params, a, y)))(A, Y)  # [b, d]
+
+    def node_clipped_sum(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                         t: "torch.Tensor") -> "torch.Tensor":
+        return _clipped_sum(flat_sample_grads(flat, A, Y), w, t)
+
+    def node_clipped_diff_sum(flat: "torch.Tensor", prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                              w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        return _clipped_sum(flat_sample_grads(flat, A, Y) - flat_sample_grads(prev, A, Y), w, t)
+
+    if plan is not None and clipping != "vmap":
+        sums, diff_sums = _layerwise_kernels(plan, loss, unflatten, flatten)
+        kind, width = "layerwise", sum(m.in_features + m.out_features for _, m in plan if isinstance(m, nn.Linear))
+    else:
+        sums, diff_sums = vmap(node_clipped_sum), vmap(node_clipped_diff_sum)
+        kind, width = "vmap", sum(int(p.numel()) for p in module.parameters())
+    return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width)
 
 
 class _VmapOracles:
@@ -187,6 +371,10 @@ class _VmapOracles:
     param_names: tuple[str, ...]
     param_sizes: tuple[int, ...]
     _kernels: Kernels
+    #: Elements one call of the fused clipping kernels holds per evaluation point (``[k, chunk, d]``
+    #: per-sample gradients for the vmap kernels): :meth:`clipped_grad_sums` runs over the samples
+    #: in chunks of that size.
+    clip_block: int = 1 << 22
 
     def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """``(A [k, m_max, *in], Y [k, m_max, *out], w [k, m_max])`` of ``nodes`` on the device."""
@@ -236,19 +424,51 @@ class _VmapOracles:
         if not len(nodes):
             return np.zeros(0)
         rows = self._rows(nodes)
-        return self._out(self._kernels[0](self._to_device(X, len(nodes)), *rows))
+        return self._out(self._kernels.value(self._to_device(X, len(nodes)), *rows))
 
     def grad(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
         if not len(nodes):
             return np.zeros((0, self.d))
         rows = self._rows(nodes)
-        return self._flat_out(self._kernels[1](self._to_device(X, len(nodes)), *rows), (len(nodes),))
+        return self._flat_out(self._kernels.grad(self._to_device(X, len(nodes)), *rows), (len(nodes),))
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
         A, Y = self._checked_samples(nodes, idx)
-        return self._flat_out(self._kernels[2](self._to_device(X, len(nodes)), A, Y), tuple(A.shape[:2]))
+        return self._flat_out(self._kernels.sample_grads(self._to_device(X, len(nodes)), A, Y), tuple(A.shape[:2]))
+
+    def clipped_grad_sums(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                          mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
+        """Sums of clipped per-sample gradients or gradient differences (the arithmetic of
+        :meth:`Problem.clipped_grad_sums`) in one fused kernel on the device: the per-sample
+        gradients (at ``X`` and ``X_prev``), their difference, norms, clip factors and the masked
+        sum are computed there, in chunks of samples that hold at most :attr:`clip_block`
+        elements per evaluation point (``k × chunk ×`` the kernels' ``sample_width``: ``d`` when
+        the per-sample block ``[k, b, d]`` is materialized), and only ``[k, d]`` comes back."""
+        import torch
+
+        nodes = np.asarray(nodes, dtype=np.int64)
+        k = len(nodes)
+        t = torch.as_tensor(clip_thresholds(c, k), dtype=self.dtype, device=self.device)
+        A, Y = self._checked_samples(nodes, idx)
+        b = A.shape[1]
+        if mask is None:
+            w = torch.ones((k, b), dtype=self.dtype, device=self.device)
+        else:
+            mask = np.asarray(mask, dtype=np.float64)
+            if mask.shape != (k, b):
+                raise ValueError(f"clipped_grad_sums: mask must be [k, b] = [{k}, {b}] like idx, got {mask.shape}")
+            w = torch.as_tensor(mask, dtype=self.dtype, device=self.device)
+        Xt = self._to_device(X, k)
+        prev = None if X_prev is None else self._to_device(X_prev, k)
+        out = torch.zeros((k, self.d), dtype=self.dtype, device=self.device)
+        chunk = max(1, self.clip_block // max(1, k * self._kernels.sample_width))
+        for s in range(0, b, chunk):  # a loop over sample chunks (memory), not over nodes
+            part = (A[:, s:s + chunk], Y[:, s:s + chunk], w[:, s:s + chunk], t)
+            out += (self._kernels.clipped_sums(Xt, *part) if prev is None
+                    else self._kernels.clipped_diff_sums(Xt, prev, *part))
+        return self._out(out)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn
@@ -260,7 +480,7 @@ class _VmapOracles:
         idx = rng.integers(nodes, self.m[nodes], batch)
         A, Y = self._checked_samples(nodes, idx)
         w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
-        return self._flat_out(self._kernels[1](self._to_device(X, len(nodes)), A, Y, w), (len(nodes),))
+        return self._flat_out(self._kernels.grad(self._to_device(X, len(nodes)), A, Y, w), (len(nodes),))
 
 
 class TorchModelProblem(_VmapOracles, Problem):
@@ -343,7 +563,8 @@ class TorchModelProblem(_VmapOracles, Problem):
         self._w = as_t(valid / m[:, None].astype(np.float64))
         self._placed = True
         self._init = self.flatten(dict(self.module.named_parameters())).detach().cpu().numpy().astype(np.float64)
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten,
+                                     tuple(self._inputs.shape[2:]))
 
     # ---- flat parameters <-> parameter dicts ------------------------------------------
     def unflatten(self, flat: "torch.Tensor") -> dict[str, "torch.Tensor"]:
@@ -382,7 +603,8 @@ class TorchModelProblem(_VmapOracles, Problem):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._loss = _LOSS_FNS[self.loss_name]
-        self._kernels = make_kernels(self.module, self._loss, self.unflatten)
+        self._kernels = make_kernels(self.module, self._loss, self.unflatten, self.flatten,
+                                     tuple(self._inputs.shape[2:]))
 
     def _place(self) -> None:
         """Move the module and data to the problem's device if they are not there (an
@@ -490,7 +712,8 @@ class TorchShardView(_VmapOracles, ShardView):
         self.device, self.dtype = full.shard_placement(device)
         self.m = full.m
         self.module = copy.deepcopy(full.module).to(device=self.device, dtype=self.dtype)
-        self._kernels = make_kernels(self.module, full._loss, full.unflatten)
+        self._kernels = make_kernels(self.module, full._loss, full.unflatten, full.flatten,
+                                     tuple(full._inputs.shape[2:]))
         self.param_names, self.param_sizes = full.param_names, full.param_sizes
         self._inputs, self._targets, self._w = (t.to(device=self.device, dtype=self.dtype, copy=True)
                                                 for t in full._data_rows(self.nodes))

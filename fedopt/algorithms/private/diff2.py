@@ -61,7 +61,7 @@ from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.privacy.accounting import PrivacyLedger
 from fedopt.privacy.calibration import calibrate_groups, diff2_counts, paper_sigmas
-from fedopt.privacy.clipping import all_samples, clip_per_sample
+from fedopt.privacy.clipping import all_samples
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -220,10 +220,9 @@ class Diff2(FederatedAlgorithm):
         n_p = prep.n_samples[clients]
         idx, mask = all_samples(n_p)
         restart, c = bool(payload["restart"]), float(payload["clip"])
-        G = ctx.oracle.sample_grads(np.tile(payload["x"], (k, 1)), clients, idx, mask)
-        if not restart:
-            G = G - ctx.oracle.sample_grads(np.tile(payload["x_prev"], (k, 1)), clients, idx, mask)
-        means = GaussianMechanism.node_means(G, c, n_p, mask)
+        X_prev = None if restart else np.tile(payload["x_prev"], (k, 1))
+        sums = ctx.oracle.clipped_grad_sums(np.tile(payload["x"], (k, 1)), clients, idx, c, mask, X_prev)
+        means = sums / n_p[:, None]  # sum / n_p over all the node's samples
         mech = prep.restart if restart else prep.difference
         if mech is not None:
             means = mech.node_noise(means, c, ctx.node_rng("noise"), clients)
@@ -254,9 +253,8 @@ class Diff2(FederatedAlgorithm):
         x_old, x_cur = x, x - p.lr * v
         for _ in range(p.local_steps - 1):
             idx = np.sort(rng.choice(m, size=p.batch_size, replace=False))[None, :]
-            G = ctx.oracle.sample_grads(x_cur[None, :], node, idx) - ctx.oracle.sample_grads(x_old[None, :], node, idx)
             c = math.inf if p.clip_diff is None else float(p.clip_diff) * float(np.linalg.norm(x_cur - x_old))
-            g = clip_per_sample(G, c).sum(axis=1)[0] / p.batch_size
+            g = ctx.oracle.clipped_grad_sums(x_cur[None, :], node, idx, c, X_prev=x_old[None, :])[0] / p.batch_size
             if prep.local is not None:
                 g = prep.local.release(g, c, ctx.rng["noise"])
                 prep.local.account(ctx.channel)

@@ -36,8 +36,8 @@ from pydantic import Field
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.privacy.accounting import PrivacyLedger, compose, gaussian_event
-from fedopt.privacy.calibration import calibrate_noise_multiplier
+from fedopt.privacy.accounting import PrivacyLedger
+from fedopt.privacy.calibration import calibrate_repeated
 from fedopt.privacy.clipping import all_samples, clip_per_sample
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
@@ -52,7 +52,7 @@ class DPFedAvgParams(Params):
     clip: float = Field(1.0, gt=0, description="update norm S (client level) or per-sample threshold C (record level)")
     client_rate: float = Field(1.0, gt=0, le=1, description="Poisson user sampling rate q (client level)")
     epsilon: float | None = Field(None, gt=0, description="target ε (calibrates the noise)")
-    noise_multiplier: float = Field(1.0, gt=0, description="z when no target ε is given")
+    noise_multiplier: float | None = Field(None, gt=0, description="z when no target ε is given (None: 1)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target δ")
     rounds: int | None = Field(None, ge=1, description="planned rounds R the noise is calibrated for")
     accountant: Literal["pld", "rdp"] = Field("pld", description="dp-accounting accountant")
@@ -74,7 +74,7 @@ class DPFedAvg(FederatedAlgorithm):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if p.epsilon is not None and "noise_multiplier" in p.model_fields_set:
+        if p.epsilon is not None and p.noise_multiplier is not None:
             raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
         if p.epsilon is not None and p.rounds is None:
             raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
@@ -94,13 +94,12 @@ class DPFedAvg(FederatedAlgorithm):
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
         q, per_round = self._per_round()
-        z = p.noise_multiplier
+        z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
         if p.epsilon is not None:
             assert p.rounds is not None
             count = p.rounds * per_round
             try:
-                z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), count)]), p.epsilon,
-                                               p.delta, p.accountant)
+                z = calibrate_repeated(count, p.epsilon, p.delta, q, p.accountant)
             except ValueError as exc:
                 raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
         if p.level == "client":
@@ -142,8 +141,7 @@ class DPFedAvg(FederatedAlgorithm):
             idx, mask = all_samples(n_p)
             std = (2.0 * p.clip * prep.mechanism.noise_multiplier) / n_p[:, None]
             for _ in range(p.local_steps):
-                G = ctx.oracle.sample_grads(X, clients, idx, mask)
-                g = GaussianMechanism.node_means(G, p.clip, n_p, mask)
+                g = ctx.oracle.clipped_grad_sums(X, clients, idx, p.clip, mask) / n_p[:, None]
                 X -= p.lr * (g + std * ctx.node_rng("noise").standard_normal(clients, ctx.d))
                 ctx.oracle.local_step(clients)
             delta = X - payload["x"]

@@ -31,8 +31,8 @@ from pydantic import Field
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.privacy.accounting import PrivacyLedger, compose, gaussian_event
-from fedopt.privacy.calibration import calibrate_noise_multiplier
+from fedopt.privacy.accounting import PrivacyLedger
+from fedopt.privacy.calibration import calibrate_repeated
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -43,7 +43,7 @@ class DPSGDParams(Params):
     clip: float = Field(1.0, gt=0, description="per-sample gradient threshold C")
     sampling_rate: float = Field(0.1, gt=0, le=1, description="Poisson sampling rate q of each sample")
     epsilon: float | None = Field(None, gt=0, description="target ε (calibrates the noise)")
-    noise_multiplier: float = Field(1.0, gt=0, description="z when no target ε is given")
+    noise_multiplier: float | None = Field(None, gt=0, description="z when no target ε is given (None: 1)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target δ")
     rounds: int | None = Field(None, ge=1, description="planned rounds R the noise is calibrated for")
     accountant: Literal["pld", "rdp"] = Field("pld", description="dp-accounting accountant")
@@ -67,7 +67,7 @@ class DPSGD(FederatedAlgorithm):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if p.epsilon is not None and "noise_multiplier" in p.model_fields_set:
+        if p.epsilon is not None and p.noise_multiplier is not None:
             raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
         if p.epsilon is not None and p.rounds is None:
             raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
@@ -79,13 +79,11 @@ class DPSGD(FederatedAlgorithm):
         p = self.params
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
-        z = p.noise_multiplier
+        z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
         if p.epsilon is not None:
             assert p.rounds is not None
-            rounds, q = p.rounds, p.sampling_rate
             try:
-                z = calibrate_noise_multiplier(lambda s: compose([(gaussian_event(s, q), rounds)]), p.epsilon,
-                                               p.delta, p.accountant, p.relation)
+                z = calibrate_repeated(p.rounds, p.epsilon, p.delta, p.sampling_rate, p.accountant, p.relation)
             except ValueError as exc:
                 raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
         unit = 1.0 / (p.sampling_rate * int(m.min()) * problem.n)
@@ -121,8 +119,7 @@ class DPSGD(FederatedAlgorithm):
             mask = np.take_along_axis(keep, order, axis=1).astype(np.float64)
             idx = np.where(mask > 0, order, 0)
             X = np.tile(payload["x"], (k, 1))
-            G = ctx.oracle.sample_grads(X, clients, idx, mask)
-            sums = GaussianMechanism.node_sums(G, p.clip, mask)
+            sums = ctx.oracle.clipped_grad_sums(X, clients, idx, p.clip, mask)
         msgs = sums / (p.sampling_rate * n_p[:, None])
         msgs = prep.mechanism.node_noise(msgs, p.clip, ctx.node_rng("noise"), clients)
         ctx.channel.send(clients, ctx.d)
