@@ -127,3 +127,45 @@ def test_block_updates_keep_the_inverse_and_the_scores_of_a_refit() -> None:
         gp.append(X[:, s:e], y[:, s:e])
     ref = BatchedGP(Kernel("se", 1.0), X, y, noise=1e-4)
     np.testing.assert_allclose(gp.grad_var_trace(C).numpy(), ref.grad_var_trace(C).numpy(), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("capacity", [None, 50])
+def test_carried_inverse_keeps_the_factor_and_the_mean_of_a_refit(capacity: int | None) -> None:
+    # the block updates of the inverse also carry α (and the factor's row blocks); with the
+    # default capacity the buffers grow on the first append, with 50 they are filled in place
+    X, y = _data(3, 50, 5, seed=6)
+    gp = BatchedGP(Kernel("matern52", 0.9), X[:, :30], y[:, :30], noise=1e-4, capacity=capacity)
+    gp.grad_var_trace(X[:, :4] + 0.02)
+    for s, e in ((30, 31), (31, 36), (36, 50)):
+        gp.append(X[:, s:e], y[:, s:e])
+    ref = BatchedGP(Kernel("matern52", 0.9), X, y, noise=1e-4)
+    x = X[:, 3] + 0.01
+    np.testing.assert_allclose(gp.alpha.numpy(), ref.alpha.numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gp.grad_mean(x).numpy(), ref.grad_mean(x).numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(gp.mean(X[:, :6] + 0.01).numpy(), ref.mean(X[:, :6] + 0.01).numpy(),
+                               rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(gp.L.numpy(), ref.L.numpy(), atol=1e-10, rtol=0)
+    np.testing.assert_allclose(gp.grad_cov(x).numpy(), ref.grad_cov(x).numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_appends_within_capacity_update_the_inverse_in_place() -> None:
+    X, y = _data(2, 40, 4, seed=7)
+    gp = BatchedGP(Kernel("se", 1.0), X[:, :30], y[:, :30], noise=1e-3, capacity=40)
+    ptr = gp._inverse().data_ptr()
+    for s in range(30, 40, 5):
+        gp.append(X[:, s:s + 5], y[:, s:s + 5])
+    assert gp._inverse().data_ptr() == ptr and gp._inverse().shape == (2, 40, 40)
+
+
+def test_rff_gradient_is_linear_in_the_weights_and_per_client() -> None:
+    rff = RFF.draw(6, 500, 0.8, seed=1)
+    V, b = rff.tensors(T64, "cpu")
+    rng = np.random.default_rng(8)
+    x, w1, w2 = (torch.tensor(rng.standard_normal(s)) for s in ((4, 6), (4, 500), (4, 500)))
+    g = rff.grad(x, w1 - w2, V, b)
+    np.testing.assert_allclose(g.numpy(), (rff.grad(x, w1, V, b) - rff.grad(x, w2, V, b)).numpy(), atol=1e-12)
+    # the textbook sum −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j, one client at a time
+    Vn, bn = rff.V, rff.b
+    for i in range(4):
+        s = np.sin(x[i].numpy() @ Vn + bn) * (w1 - w2)[i].numpy()
+        np.testing.assert_allclose(g[i].numpy(), -np.sqrt(2 / 500) * (Vn * s).sum(1), rtol=1e-10, atol=1e-12)
