@@ -213,8 +213,8 @@ class BatchedGP:
         # [Ar₁ + AK S⁻¹z; −S⁻¹z], z = (AK)ᵀr₁ − r₂: one read of A gives AK and Ar₁
         A = self._Ab[:, :n, :n]
         r = self.y - self.m[:, None]
-        AKr = A @ torch.cat((K12, r[:, :n, None]), dim=2)                     # [k, n, q + 1]
-        AK, Ar = AKr[..., :q], AKr[..., q]
+        KrA = torch.cat((K12, r[:, :n, None]), dim=2).transpose(-1, -2) @ A   # [k, q + 1, n] (A symmetric:
+        AK, Ar = KrA[:, :q].transpose(-1, -2), KrA[:, q]                       # rows against A read faster)
         Sinv = torch.cholesky_solve(self._eye(q).expand(Xn.shape[0], q, q), C)
         top = AK @ Sinv
         z = (AK.transpose(-1, -2) @ r[:, :n, None]).squeeze(-1) - r[:, n:]     # [k, q]
