@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedopt.estimators.gp import RFF, BatchedGP, Kernel
+from fedopt.estimators.gp import RFF, BatchedGP, Kernel, fit_lengthscale, log_marginal_likelihood
 
 T64 = torch.float64
 
@@ -169,3 +169,39 @@ def test_rff_gradient_is_linear_in_the_weights_and_per_client() -> None:
     for i in range(4):
         s = np.sin(x[i].numpy() @ Vn + bn) * (w1 - w2)[i].numpy()
         np.testing.assert_allclose(g[i].numpy(), -np.sqrt(2 / 500) * (Vn * s).sum(1), rtol=1e-10, atol=1e-12)
+
+
+def _lml_by_hand(kern: str, l: float, X: np.ndarray, y: np.ndarray, noise: float) -> float:
+    """Log marginal likelihood of one client from the textbook formula (numpy, dense)."""
+    r = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    s = np.sqrt(5) * r / l
+    K = np.exp(-0.5 * r**2 / l**2) if kern == "se" else (1 + s + s**2 / 3) * np.exp(-s)
+    K = K + noise * np.eye(len(X))
+    res = y - y.mean()
+    return float(-0.5 * res @ np.linalg.solve(K, res) - 0.5 * np.linalg.slogdet(K)[1] - 0.5 * len(X) * np.log(2 * np.pi))
+
+
+@pytest.mark.parametrize("kern", ["se", "matern52"])
+def test_fitted_lengthscale_raises_the_marginal_likelihood(kern: str) -> None:
+    X, y = _data(3, 40, 2, seed=9, h=0.5)  # sin(3x): a lengthscale well below the fixed l = 1
+    noise = 1e-3
+    ls = torch.tensor([0.5, 1.0, 2.0], dtype=T64)
+    lml = log_marginal_likelihood(kern, ls, X, y, noise).numpy()
+    for i in range(3):
+        assert lml[i] == pytest.approx(_lml_by_hand(kern, float(ls[i]), X[i].numpy(), y[i].numpy(), noise), rel=1e-9)
+    fitted = fit_lengthscale(kern, X, y, noise, init=1.0, steps=150, lr=0.05)
+    ones = torch.ones(3, dtype=T64)
+    at = log_marginal_likelihood(kern, fitted, X, y, noise).numpy()
+    assert (at > log_marginal_likelihood(kern, ones, X, y, noise).numpy()).all()
+    # a (local) maximum: 10% either way is no better
+    for f in (0.9, 1.1):
+        assert (at >= log_marginal_likelihood(kern, f * fitted, X, y, noise).numpy()).all()
+    # a client's fit does not depend on the clients that share the call
+    alone = fit_lengthscale(kern, X[1:2], y[1:2], noise, init=1.0, steps=150, lr=0.05)
+    np.testing.assert_allclose(alone.numpy(), fitted[1:2].numpy(), rtol=1e-8)
+
+
+def test_fit_lengthscale_rejects_bad_settings() -> None:
+    X, y = _data(1, 5, 2)
+    with pytest.raises(ValueError, match="fit_lengthscale: need steps >= 0, lr > 0, init > 0"):
+        fit_lengthscale("se", X, y, 1e-3, lr=0.0)

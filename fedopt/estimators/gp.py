@@ -319,3 +319,50 @@ class RFF:
     def mean(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Σ_j w_j φ_j(x)`` (without the prior mean) for ``x [k, c, d]`` → ``[k, c]``."""
         return torch.einsum("kcm,km->kc", self.features(x, V, b), w)
+
+
+# ---- marginal-likelihood fit of the lengthscale ------------------------------------------------------
+def log_marginal_likelihood(name: str, lengthscale: torch.Tensor, X: torch.Tensor, y: torch.Tensor, noise: float,
+                            mean: torch.Tensor | None = None, variance: float = 1.0) -> torch.Tensor:
+    """``log p(y | X, l)`` of each client's GP (kernel ``name``, one lengthscale per client).
+
+    ``−½ rᵀ(K + σ²I)⁻¹r − Σ log diag chol(K + σ²I) − (n/2) log 2π`` with ``r = y − m`` (``m``: the
+    clients' mean of ``y`` unless given); ``lengthscale [k]``, ``X [k, n, d]``, ``y [k, n]`` →
+    ``[k]``, differentiable in ``lengthscale``.
+    """
+    Kernel(name, 1.0, variance)  # validates the name
+    k, n = y.shape
+    A = X.detach()
+    d2 = ((A * A).sum(-1)[:, :, None] + (A * A).sum(-1)[:, None, :] - 2.0 * A @ A.transpose(-1, -2)).clamp_min(0.0)
+    ell = lengthscale[:, None, None]
+    if name == "se":
+        K = variance * torch.exp(-0.5 * d2 / ell**2)
+    else:
+        a = math.sqrt(5.0) * torch.sqrt(d2) / ell
+        K = variance * (1.0 + a + a * a / 3.0) * torch.exp(-a)
+    L = torch.linalg.cholesky(K + noise * torch.eye(n, dtype=X.dtype, device=X.device))
+    r = (y - (y.mean(dim=1) if mean is None else mean)[:, None]).unsqueeze(-1)
+    z = torch.linalg.solve_triangular(L, r, upper=False).squeeze(-1)
+    return -0.5 * (z * z).sum(-1) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) \
+        - 0.5 * n * math.log(2.0 * math.pi)
+
+
+def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, init: float = 1.0,
+                    steps: int = 100, lr: float = 0.05, mean: torch.Tensor | None = None,
+                    variance: float = 1.0) -> torch.Tensor:
+    """Each client's lengthscale by Adam on its log marginal likelihood (in ``log l``), all clients
+    in one batched Cholesky per iteration: ``X [k, n, d]``, ``y [k, n]`` → ``[k]``.
+
+    The clients' likelihoods are independent and Adam acts elementwise, so a client's fit does not
+    depend on which others share the call. (gpytorch's ``ExactMarginalLogLikelihood`` with a batch
+    shape would do the same, but it is not a dependency of fedopt and this is 20 lines of torch.)
+    """
+    if steps < 0 or lr <= 0 or init <= 0:
+        raise ValueError(f"fit_lengthscale: need steps >= 0, lr > 0, init > 0, got {steps}, {lr}, {init}")
+    log_l = torch.full((y.shape[0],), math.log(init), dtype=X.dtype, device=X.device, requires_grad=True)
+    opt = torch.optim.Adam([log_l], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        (-log_marginal_likelihood(name, log_l.exp(), X, y, noise, mean, variance).sum()).backward()
+        opt.step()
+    return log_l.detach().exp()
