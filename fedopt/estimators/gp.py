@@ -51,16 +51,17 @@ KERNELS: tuple[str, ...] = ("se", "matern52")
 
 @dataclass(frozen=True)
 class Kernel:
-    """A stationary kernel ``s²·κ(r/l)`` (``name``: ``se`` or ``matern52``)."""
+    """A stationary kernel ``s²·κ(r/l)`` (``name``: ``se`` or ``matern52``); ``lengthscale`` is one
+    number, or a tensor ``[k]`` of one per client of a batch (a fitted one, :func:`fit_lengthscale`)."""
 
     name: str = "se"
-    lengthscale: float = 1.0
+    lengthscale: float | torch.Tensor = 1.0
     variance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in KERNELS:
             raise ValueError(f"kernel: {self.name!r} is not one of {', '.join(KERNELS)}")
-        if not (self.lengthscale > 0 and self.variance > 0):
+        if not (bool((torch.as_tensor(self.lengthscale) > 0).all()) and self.variance > 0):
             raise ValueError(f"kernel: lengthscale and variance must be positive, got {self.lengthscale}, "
                              f"{self.variance}")
 
@@ -74,20 +75,26 @@ class Kernel:
 
     def _from_sq(self, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(k, w)`` from squared distances: the kernel and ``w`` with ``∂_x k = w·(x − x')``."""
-        l2, s2 = self.lengthscale**2, self.variance
+        ell = self.per_client(self.lengthscale, d2.dim())
+        l2, s2 = ell**2, self.variance
         if self.name == "se":
             kv = s2 * torch.exp(-0.5 * d2 / l2)
             return kv, -kv / l2
-        a = math.sqrt(5.0) * torch.sqrt(d2) / self.lengthscale
+        a = math.sqrt(5.0) * torch.sqrt(d2) / ell
         e = torch.exp(-a)
         return s2 * (1.0 + a + a * a / 3.0) * e, -s2 * (5.0 / (3.0 * l2)) * (1.0 + a) * e
 
     def k_and_w(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._from_sq(self._sq(A, B))
 
+    @staticmethod
+    def per_client(v: float | torch.Tensor, nd: int) -> float | torch.Tensor:
+        """``v`` ready to broadcast against a ``[k, ...]`` tensor of ``nd`` dimensions."""
+        return v.reshape(-1, *([1] * (nd - 1))) if isinstance(v, torch.Tensor) else v
+
     @property
-    def grad_prior(self) -> float:
-        """``c`` in ``∂_x∂_{x'}k(x, x) = c·I``."""
+    def grad_prior(self) -> float | torch.Tensor:
+        """``c`` in ``∂_x∂_{x'}k(x, x) = c·I`` (per client for per-client lengthscales)."""
         l2 = self.lengthscale**2
         return self.variance / l2 if self.name == "se" else 5.0 * self.variance / (3.0 * l2)
 
@@ -250,7 +257,7 @@ class BatchedGP:
         J = w[:, 0, :, None] * (x[:, None, :] - self.X)                         # [k, n, d]
         V = torch.linalg.solve_triangular(self.L, J, upper=False)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        return self.kernel.grad_prior * eye - V.transpose(-1, -2) @ V
+        return self.kernel.per_client(self.kernel.grad_prior, 3) * eye - V.transpose(-1, -2) @ V
 
     def grad_var_trace(self, C: torch.Tensor) -> torch.Tensor:
         """``tr ∂σ²(c, c)`` for candidates ``C [k, c, d]`` → ``[k, c]`` (``O(n²)`` each)."""
@@ -265,7 +272,7 @@ class BatchedGP:
         cross = (w * p * Aw).sum(-1)
         inner = (w * wAXX).sum(-1)
         d = C.shape[-1]
-        return d * self.kernel.grad_prior - ((C * C).sum(-1) * quad - 2.0 * cross + inner)
+        return d * self.kernel.per_client(self.kernel.grad_prior, 2) - ((C * C).sum(-1) * quad - 2.0 * cross + inner)
 
 
 # ---- random Fourier features -------------------------------------------------------------------------
