@@ -27,6 +27,11 @@ posterior-mean gradient is not exact on one even once the history spans the spac
 "exact to 1e-6" cannot hold for these kernels); on a quadratic sampled in a box of half-width
 ``h`` around ``x`` the error falls as ``h²`` (checked in ``tests/test_estimators_gp.py``).
 
+Kernel hyperparameters are fixed as in the paper (``l = 1``); :func:`fit_lengthscale` fits one
+lengthscale per client by Adam on the batched log marginal likelihood (plain torch: gpytorch and
+botorch are not dependencies, and their batched exact-GP models would re-factor the kernel
+matrix on every call rather than share this module's buffers).
+
 Random Fourier features (Rahimi & Recht 2007): ``φ(x) = √(2/M) cos(Vᵀx + b)`` with
 ``V ~ N(0, I/l²)``, ``b ~ U[0, 2π]`` (the paper's appendix prints ``2/√M``; its proof and
 its code use ``√(2/M)``), shared by every client and the server. A client's surrogate is the
