@@ -28,9 +28,9 @@ posterior-mean gradient is not exact on one even once the history spans the spac
 ``h`` around ``x`` the error falls as ``h²`` (checked in ``tests/test_estimators_gp.py``).
 
 Kernel hyperparameters are fixed as in the paper (``l = 1``); :func:`fit_lengthscale` fits one
-lengthscale per client by Adam on the batched log marginal likelihood (plain torch: gpytorch and
-botorch are not dependencies, and their batched exact-GP models would re-factor the kernel
-matrix on every call rather than share this module's buffers).
+lengthscale per client by Adam on the batched log marginal likelihood, in plain torch: gpytorch
+and botorch are not dependencies of fedopt (nor installed in its environment), and the batched
+exact marginal likelihood is one batched Cholesky per iteration.
 
 Random Fourier features (Rahimi & Recht 2007): ``φ(x) = √(2/M) cos(Vᵀx + b)`` with
 ``V ~ N(0, I/l²)``, ``b ~ U[0, 2π]`` (the paper's appendix prints ``2/√M``; its proof and
@@ -366,9 +366,7 @@ def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, i
     in one batched Cholesky per iteration: ``X [k, n, d]``, ``y [k, n]`` → ``[k]``.
 
     The clients' likelihoods are independent and Adam acts elementwise, so a client's fit does not
-    depend on which others share the call. (gpytorch's ``ExactMarginalLogLikelihood`` with a batch
-    shape would do the same, but it is not a dependency of fedopt and this is 20 lines of torch.)
-    """
+    depend on which others share the call."""
     if steps < 0 or lr <= 0 or init <= 0:
         raise ValueError(f"fit_lengthscale: need steps >= 0, lr > 0, init > 0, got {steps}, {lr}, {init}")
     log_l = torch.full((y.shape[0],), math.log(init), dtype=X.dtype, device=X.device, requires_grad=True)
