@@ -226,3 +226,15 @@ def test_train_loss_is_finite_and_decreases(algo) -> None:
         losses.append(problem.global_value(X.mean(axis=0)))
     assert all(math.isfinite(v) for v in losses)
     assert losses[0] > losses[1] > losses[2], losses
+
+
+def test_grad_in_node_chunks_equals_one_block(setup) -> None:
+    prob, X = setup[0], setup[3]
+    nodes = np.arange(prob.n)
+    whole = prob.grad(X, nodes)
+    prob.grad_block = prob.d  # one node per chunk
+    try:
+        np.testing.assert_array_equal(prob.grad(X, nodes), whole)
+        np.testing.assert_array_equal(prob.grad(X[::-1].copy(), nodes[::-1].copy()), whole[::-1])
+    finally:
+        del prob.grad_block

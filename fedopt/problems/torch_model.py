@@ -375,6 +375,11 @@ class _VmapOracles:
     #: per-sample gradients for the vmap kernels): :meth:`clipped_grad_sums` runs over the samples
     #: in chunks of that size.
     clip_block: int = 1 << 22
+    #: Most entries of the iterate / gradient block one ``grad`` kernel call converts and
+    #: returns: larger blocks of nodes are evaluated in chunks of nodes that stay in cache
+    #: (converting a block of hundreds of MB to the device dtype and back costs as much as
+    #: the gradients of a large model; a chunk of a few MB does not).
+    grad_block: int = 1 << 22
 
     def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """``(A [k, m_max, *in], Y [k, m_max, *out], w [k, m_max])`` of ``nodes`` on the device."""
@@ -430,8 +435,18 @@ class _VmapOracles:
         nodes = np.asarray(nodes, dtype=np.int64)
         if not len(nodes):
             return np.zeros((0, self.d))
-        rows = self._rows(nodes)
-        return self._flat_out(self._kernels.grad(self._to_device(X, len(nodes)), *rows), (len(nodes),))
+        k = len(nodes)
+        chunk = max(1, self.grad_block // self.d)
+        if k <= chunk:
+            rows = self._rows(nodes)  # first: places the data (a clear error where the device is missing)
+            return self._flat_out(self._kernels.grad(self._to_device(X, k), *rows), (k,))
+        out = np.empty((k, self.d))
+        for s in range(0, k, chunk):  # chunks of nodes of at most grad_block entries (memory traffic), not a node loop
+            sl = slice(s, s + chunk)
+            rows = self._rows(nodes[sl])
+            out[sl] = self._flat_out(self._kernels.grad(self._to_device(X[sl], len(nodes[sl])), *rows),
+                                     (len(nodes[sl]),))
+        return out
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
