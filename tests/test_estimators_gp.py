@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedopt.estimators.gp import RFF, BatchedGP, Kernel, fit_lengthscale, log_marginal_likelihood
+from fedopt.estimators.gp import RFF, BatchedGP, Kernel
 
 T64 = torch.float64
 
@@ -127,82 +127,3 @@ def test_block_updates_keep_the_inverse_and_the_scores_of_a_refit() -> None:
         gp.append(X[:, s:e], y[:, s:e])
     ref = BatchedGP(Kernel("se", 1.0), X, y, noise=1e-4)
     np.testing.assert_allclose(gp.grad_var_trace(C).numpy(), ref.grad_var_trace(C).numpy(), rtol=1e-7, atol=1e-9)
-
-
-@pytest.mark.parametrize("capacity", [None, 50])
-def test_carried_inverse_keeps_the_factor_and_the_mean_of_a_refit(capacity: int | None) -> None:
-    # the block updates of the inverse also carry α (and the factor's row blocks); with the
-    # default capacity the buffers grow on the first append, with 50 they are filled in place
-    X, y = _data(3, 50, 5, seed=6)
-    gp = BatchedGP(Kernel("matern52", 0.9), X[:, :30], y[:, :30], noise=1e-4, capacity=capacity)
-    gp.grad_var_trace(X[:, :4] + 0.02)
-    for s, e in ((30, 31), (31, 36), (36, 50)):
-        gp.append(X[:, s:e], y[:, s:e])
-    ref = BatchedGP(Kernel("matern52", 0.9), X, y, noise=1e-4)
-    x = X[:, 3] + 0.01
-    np.testing.assert_allclose(gp.alpha.numpy(), ref.alpha.numpy(), rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(gp.grad_mean(x).numpy(), ref.grad_mean(x).numpy(), rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(gp.mean(X[:, :6] + 0.01).numpy(), ref.mean(X[:, :6] + 0.01).numpy(),
-                               rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(gp.L.numpy(), ref.L.numpy(), atol=1e-10, rtol=0)
-    np.testing.assert_allclose(gp.grad_cov(x).numpy(), ref.grad_cov(x).numpy(), rtol=1e-7, atol=1e-9)
-
-
-def test_appends_within_capacity_update_the_inverse_in_place() -> None:
-    X, y = _data(2, 40, 4, seed=7)
-    gp = BatchedGP(Kernel("se", 1.0), X[:, :30], y[:, :30], noise=1e-3, capacity=40)
-    ptr = gp._inverse().data_ptr()
-    for s in range(30, 40, 5):
-        gp.append(X[:, s:s + 5], y[:, s:s + 5])
-    assert gp._inverse().data_ptr() == ptr and gp._inverse().shape == (2, 40, 40)
-
-
-def test_rff_gradient_is_linear_in_the_weights_and_per_client() -> None:
-    rff = RFF.draw(6, 500, 0.8, seed=1)
-    V, b = rff.tensors(T64, "cpu")
-    rng = np.random.default_rng(8)
-    x, w1, w2 = (torch.tensor(rng.standard_normal(s)) for s in ((4, 6), (4, 500), (4, 500)))
-    g = rff.grad(x, w1 - w2, V, b)
-    np.testing.assert_allclose(g.numpy(), (rff.grad(x, w1, V, b) - rff.grad(x, w2, V, b)).numpy(), atol=1e-12)
-    # the textbook sum −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j, one client at a time
-    Vn, bn = rff.V, rff.b
-    for i in range(4):
-        s = np.sin(x[i].numpy() @ Vn + bn) * (w1 - w2)[i].numpy()
-        np.testing.assert_allclose(g[i].numpy(), -np.sqrt(2 / 500) * (Vn * s).sum(1), rtol=1e-10, atol=1e-12)
-
-
-def _lml_by_hand(kern: str, l: float, X: np.ndarray, y: np.ndarray, noise: float) -> float:
-    """Log marginal likelihood of one client from the textbook formula (numpy, dense)."""
-    r = np.linalg.norm(X[:, None] - X[None], axis=-1)
-    s = np.sqrt(5) * r / l
-    K = np.exp(-0.5 * r**2 / l**2) if kern == "se" else (1 + s + s**2 / 3) * np.exp(-s)
-    K = K + noise * np.eye(len(X))
-    res = y - y.mean()
-    quad = res @ np.linalg.solve(K, res)
-    return float(-0.5 * quad - 0.5 * np.linalg.slogdet(K)[1] - 0.5 * len(X) * np.log(2 * np.pi))
-
-
-@pytest.mark.parametrize("kern", ["se", "matern52"])
-def test_fitted_lengthscale_raises_the_marginal_likelihood(kern: str) -> None:
-    X, y = _data(3, 40, 2, seed=9, h=0.5)  # sin(3x): a lengthscale well below the fixed l = 1
-    noise = 1e-3
-    ls = torch.tensor([0.5, 1.0, 2.0], dtype=T64)
-    lml = log_marginal_likelihood(kern, ls, X, y, noise).numpy()
-    for i in range(3):
-        assert lml[i] == pytest.approx(_lml_by_hand(kern, float(ls[i]), X[i].numpy(), y[i].numpy(), noise), rel=1e-9)
-    fitted = fit_lengthscale(kern, X, y, noise, init=1.0, steps=150, lr=0.05)
-    ones = torch.ones(3, dtype=T64)
-    at = log_marginal_likelihood(kern, fitted, X, y, noise).numpy()
-    assert (at > log_marginal_likelihood(kern, ones, X, y, noise).numpy()).all()
-    # a (local) maximum: 10% either way is no better
-    for f in (0.9, 1.1):
-        assert (at >= log_marginal_likelihood(kern, f * fitted, X, y, noise).numpy()).all()
-    # a client's fit does not depend on the clients that share the call
-    alone = fit_lengthscale(kern, X[1:2], y[1:2], noise, init=1.0, steps=150, lr=0.05)
-    np.testing.assert_allclose(alone.numpy(), fitted[1:2].numpy(), rtol=1e-8)
-
-
-def test_fit_lengthscale_rejects_bad_settings() -> None:
-    X, y = _data(1, 5, 2)
-    with pytest.raises(ValueError, match="fit_lengthscale: need steps >= 0, lr > 0, init > 0"):
-        fit_lengthscale("se", X, y, 1e-3, lr=0.0)

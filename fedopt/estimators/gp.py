@@ -27,11 +27,6 @@ posterior-mean gradient is not exact on one even once the history spans the spac
 "exact to 1e-6" cannot hold for these kernels); on a quadratic sampled in a box of half-width
 ``h`` around ``x`` the error falls as ``h²`` (checked in ``tests/test_estimators_gp.py``).
 
-Kernel hyperparameters are fixed as in the paper (``l = 1``); :func:`fit_lengthscale` fits one
-lengthscale per client by Adam on the batched log marginal likelihood, in plain torch: gpytorch
-and botorch are not dependencies of fedopt (nor installed in its environment), and the batched
-exact marginal likelihood is one batched Cholesky per iteration.
-
 Random Fourier features (Rahimi & Recht 2007): ``φ(x) = √(2/M) cos(Vᵀx + b)`` with
 ``V ~ N(0, I/l²)``, ``b ~ U[0, 2π]`` (the paper's appendix prints ``2/√M``; its proof and
 its code use ``√(2/M)``), shared by every client and the server. A client's surrogate is the
@@ -56,17 +51,16 @@ KERNELS: tuple[str, ...] = ("se", "matern52")
 
 @dataclass(frozen=True)
 class Kernel:
-    """A stationary kernel ``s²·κ(r/l)`` (``name``: ``se`` or ``matern52``); ``lengthscale`` is one
-    number, or a tensor ``[k]`` of one per client of a batch (a fitted one, :func:`fit_lengthscale`)."""
+    """A stationary kernel ``s²·κ(r/l)`` (``name``: ``se`` or ``matern52``)."""
 
     name: str = "se"
-    lengthscale: float | torch.Tensor = 1.0
+    lengthscale: float = 1.0
     variance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in KERNELS:
             raise ValueError(f"kernel: {self.name!r} is not one of {', '.join(KERNELS)}")
-        if not (bool((torch.as_tensor(self.lengthscale) > 0).all()) and self.variance > 0):
+        if not (self.lengthscale > 0 and self.variance > 0):
             raise ValueError(f"kernel: lengthscale and variance must be positive, got {self.lengthscale}, "
                              f"{self.variance}")
 
@@ -80,26 +74,20 @@ class Kernel:
 
     def _from_sq(self, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(k, w)`` from squared distances: the kernel and ``w`` with ``∂_x k = w·(x − x')``."""
-        ell = self.per_client(self.lengthscale, d2.dim())
-        l2, s2 = ell**2, self.variance
+        l2, s2 = self.lengthscale**2, self.variance
         if self.name == "se":
             kv = s2 * torch.exp(-0.5 * d2 / l2)
             return kv, -kv / l2
-        a = math.sqrt(5.0) * torch.sqrt(d2) / ell
+        a = math.sqrt(5.0) * torch.sqrt(d2) / self.lengthscale
         e = torch.exp(-a)
         return s2 * (1.0 + a + a * a / 3.0) * e, -s2 * (5.0 / (3.0 * l2)) * (1.0 + a) * e
 
     def k_and_w(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._from_sq(self._sq(A, B))
 
-    @staticmethod
-    def per_client(v: float | torch.Tensor, nd: int) -> float | torch.Tensor:
-        """``v`` ready to broadcast against a ``[k, ...]`` tensor of ``nd`` dimensions."""
-        return v.reshape(-1, *([1] * (nd - 1))) if isinstance(v, torch.Tensor) else v
-
     @property
-    def grad_prior(self) -> float | torch.Tensor:
-        """``c`` in ``∂_x∂_{x'}k(x, x) = c·I`` (per client for per-client lengthscales)."""
+    def grad_prior(self) -> float:
+        """``c`` in ``∂_x∂_{x'}k(x, x) = c·I``."""
         l2 = self.lengthscale**2
         return self.variance / l2 if self.name == "se" else 5.0 * self.variance / (3.0 * l2)
 
@@ -108,153 +96,79 @@ class BatchedGP:
     """GP posteriors of ``k`` clients at once, each on ``n`` points (``X [k, n, d]``, ``y [k, n]``).
 
     ``mean`` is the constant prior mean of each client (``y``'s mean by default, or given).
-    :meth:`append` adds points without a refit. The points, their Gram matrix and, once the
-    scoring has asked for it, the inverse ``A = (K + σ²I)⁻¹`` live in buffers of ``capacity``
-    rows (grown when full) that the updates fill in place, so a step never copies ``[k, n, n]``
-    matrices. The Cholesky factor grows by row blocks ``[B C]`` (``B`` by forward substitution
-    over the earlier blocks), joined into one matrix only when :attr:`L` is read. While ``A`` is
-    carried, an append updates it and ``α`` by blocks (Schur complement ``CCᵀ``); without it
-    ``α`` is a Cholesky solve.
+    :meth:`append` adds points with a block update of the Cholesky factor.
     """
 
     def __init__(self, kernel: Kernel, X: torch.Tensor, y: torch.Tensor, noise: float,
-                 mean: torch.Tensor | None = None, capacity: int | None = None) -> None:
+                 mean: torch.Tensor | None = None) -> None:
         if noise < 0:
             raise ValueError(f"GP: noise variance must be >= 0, got {noise}")
         self.kernel, self.noise = kernel, float(noise)
-        k, n, d = X.shape
-        self._n, self._cap = n, max(n, capacity or n)
-        self._Xb = X.new_zeros((k, self._cap, d))
-        self._yb = y.new_zeros((k, self._cap))
-        self._xxb = X.new_zeros((k, self._cap))          # ‖x_τ‖²
-        self._XXb = X.new_zeros((k, self._cap, self._cap))
-        self._Xb[:, :n], self._yb[:, :n] = X, y
-        self._xxb[:, :n] = (X * X).sum(-1)
-        self._XXb[:, :n, :n] = X @ X.transpose(-1, -2)
+        self.X, self.y = X, y
         self._auto_mean = mean is None
         self.m = y.mean(dim=1) if mean is None else mean
-        self._Ab: torch.Tensor | None = None               # [k, cap, 2 cap]: A, then A∘XXᵀ from column cap
-        self._L = torch.linalg.cholesky(kernel.k(X, X) + self.noise * self._eye(n))
-        self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # the factor's appended row blocks [B C]
+        self._XX = X @ X.transpose(-1, -2)
+        self._A: torch.Tensor | None = None
+        K = kernel.k(X, X)
+        self.L = torch.linalg.cholesky(K + self.noise * torch.eye(X.shape[1], dtype=X.dtype, device=X.device))
         self._solve()
-
-    # ---- buffers --------------------------------------------------------------------------------
-    @property
-    def X(self) -> torch.Tensor:
-        """The points ``[k, n, d]``."""
-        return self._Xb[:, :self._n]
-
-    @property
-    def y(self) -> torch.Tensor:
-        """The values ``[k, n]``."""
-        return self._yb[:, :self._n]
-
-    @property
-    def L(self) -> torch.Tensor:
-        """The Cholesky factor of ``K + σ²I``, ``[k, n, n]`` (its row blocks joined into one matrix)."""
-        if self._rows:
-            L = self._L.new_zeros((self._L.shape[0], self._n, self._n))
-            m = self._L.shape[1]
-            L[:, :m, :m] = self._L
-            for B, C in self._rows:
-                q = C.shape[1]
-                L[:, m:m + q, :m], L[:, m:m + q, m:m + q] = B, C
-                m += q
-            self._L, self._rows = L, []
-        return self._L
-
-    def _forward(self, R: torch.Tensor) -> torch.Tensor:
-        """``L⁻¹R`` for ``R [k, n, q]`` by forward substitution over the factor's row blocks."""
-        m = self._L.shape[1]
-        Z = torch.empty_like(R)
-        Z[:, :m] = torch.linalg.solve_triangular(self._L, R[:, :m], upper=False)
-        for B, C in self._rows:
-            q = C.shape[1]
-            Z[:, m:m + q] = torch.linalg.solve_triangular(C, R[:, m:m + q] - B @ Z[:, :m], upper=False)
-            m += q
-        return Z
-
-    def _eye(self, q: int) -> torch.Tensor:
-        return torch.eye(q, dtype=self._Xb.dtype, device=self._Xb.device)
-
-    def _grow(self, size: int) -> None:
-        """Re-allocate the buffers with room for ``size`` points (a quarter more than asked)."""
-        cap, n = max(size, self._cap + self._cap // 4), self._n
-        k, d = self._Xb.shape[0], self._Xb.shape[2]
-        Xb, yb, xxb = self._Xb.new_zeros((k, cap, d)), self._yb.new_zeros((k, cap)), self._xxb.new_zeros((k, cap))
-        XXb = self._XXb.new_zeros((k, cap, cap))
-        Xb[:, :n], yb[:, :n], xxb[:, :n], XXb[:, :n, :n] = self.X, self.y, self._xxb[:, :n], self._XXb[:, :n, :n]
-        if self._Ab is not None:
-            Ab = self._Ab.new_zeros((k, cap, 2 * cap))
-            Ab[:, :n, :n] = self._Ab[:, :n, :n]
-            self._Ab = Ab
-        self._Xb, self._yb, self._xxb, self._XXb, self._cap = Xb, yb, xxb, XXb, cap
-
-    def _kernel_from(self, aa: torch.Tensor, bb: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(k, w)`` from the squared norms ``aa [..., a]``, ``bb [..., b]`` and inner products ``ab``."""
-        return self.kernel._from_sq((aa[..., :, None] + bb[..., None, :] - 2.0 * ab).clamp_min(0.0))
 
     def _solve(self) -> None:
         r = (self.y - self.m[:, None]).unsqueeze(-1)
         self.alpha = torch.cholesky_solve(r, self.L).squeeze(-1)
 
     def append(self, Xn: torch.Tensor, yn: torch.Tensor) -> None:
-        """Add ``Xn [k, q, d]``, ``yn [k, q]``: block updates in place (no refit)."""
-        n, q = self._n, Xn.shape[1]
-        if n + q > self._cap:
-            self._grow(n + q)
-        xxn = (Xn * Xn).sum(-1)
-        XXn = self.X @ Xn.transpose(-1, -2)                                   # [k, n, q]
-        XXnn = Xn @ Xn.transpose(-1, -2)
-        K12 = self._kernel_from(self._xxb[:, :n], xxn, XXn)[0]                 # [k, n, q]
-        K22 = self._kernel_from(xxn, xxn, XXnn)[0] + self.noise * self._eye(q)
-        B = self._forward(K12).transpose(-1, -2)                               # [k, q, n]
+        """Add ``Xn [k, q, d]``, ``yn [k, q]``: the factor grows by a block (no refit)."""
+        K12 = self.kernel.k(self.X, Xn)                                        # [k, n, q]
+        K22 = self.kernel.k(Xn, Xn) + self.noise * torch.eye(Xn.shape[1], dtype=Xn.dtype, device=Xn.device)
+        B = torch.linalg.solve_triangular(self.L, K12, upper=False).transpose(-1, -2)  # [k, q, n]
         C = torch.linalg.cholesky(K22 - B @ B.transpose(-1, -2))
-        self._rows.append((B, C))                                              # L' = [[L, 0], [B, C]]
-        self._Xb[:, n:n + q], self._yb[:, n:n + q], self._xxb[:, n:n + q] = Xn, yn, xxn
-        self._XXb[:, :n, n:n + q] = XXn
-        self._XXb[:, n:n + q, :n] = XXn.transpose(-1, -2)
-        self._XXb[:, n:n + q, n:n + q] = XXnn
-        self._n = n + q
+        k, n, q = self.L.shape[0], self.L.shape[1], Xn.shape[1]
+        L = torch.zeros((k, n + q, n + q), dtype=self.L.dtype, device=self.L.device)
+        L[:, :n, :n] = self.L
+        L[:, n:, :n] = B
+        L[:, n:, n:] = C
+        A = self._A
+        if A is not None:  # the inverse by blocks (Schur complement S = CCᵀ): O(n²q), no refit
+            AK = A @ K12                                                       # [k, n, q]
+            eye = torch.eye(q, dtype=L.dtype, device=L.device).expand(k, q, q)
+            Sinv = torch.cholesky_solve(eye, C)
+            top = -AK @ Sinv
+            A2 = torch.empty_like(L)
+            torch.baddbmm(A, AK @ Sinv, AK.transpose(-1, -2), out=A2[:, :n, :n])  # one pass over A
+            A2[:, :n, n:] = top
+            A2[:, n:, :n] = top.transpose(-1, -2)
+            A2[:, n:, n:] = Sinv
+        self.L = L
+        XXn = self.X @ Xn.transpose(-1, -2)
+        XX = torch.empty_like(L)
+        XX[:, :n, :n] = self._XX
+        XX[:, :n, n:] = XXn
+        XX[:, n:, :n] = XXn.transpose(-1, -2)
+        XX[:, n:, n:] = Xn @ Xn.transpose(-1, -2)
+        self.X = torch.cat((self.X, Xn), dim=1)
+        self.y = torch.cat((self.y, yn), dim=1)
         if self._auto_mean:
             self.m = self.y.mean(dim=1)
-        if self._Ab is None:
-            self._solve()
-            return
-        # the inverse by blocks (Schur complement S = CCᵀ, O(n²q)) and with it α = A'r' =
-        # [Ar₁ + AK S⁻¹z; −S⁻¹z], z = (AK)ᵀr₁ − r₂: one read of A gives AK and Ar₁
-        A = self._Ab[:, :n, :n]
-        r = self.y - self.m[:, None]
-        KrA = torch.cat((K12, r[:, :n, None]), dim=2).transpose(-1, -2) @ A   # [k, q + 1, n] (A symmetric:
-        AK, Ar = KrA[:, :q].transpose(-1, -2), KrA[:, q]                       # rows against A read faster)
-        Sinv = torch.cholesky_solve(self._eye(q).expand(Xn.shape[0], q, q), C)
-        top = AK @ Sinv
-        z = (AK.transpose(-1, -2) @ r[:, :n, None]).squeeze(-1) - r[:, n:]     # [k, q]
-        A.baddbmm_(top, AK.transpose(-1, -2))                                  # one pass over A, in place
-        self._Ab[:, :n, n:n + q] = -top
-        self._Ab[:, n:n + q, :n] = -top.transpose(-1, -2)
-        self._Ab[:, n:n + q, n:n + q] = Sinv
-        self.alpha = torch.cat((Ar + (top @ z[..., None]).squeeze(-1), -(Sinv @ z[..., None]).squeeze(-1)), dim=1)
+        self._solve()
+        self._XX = XX
+        self._A = A2 if A is not None else None
 
     def grad_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``∇μ(x)`` for one point per client, ``x [k, d]`` → ``[k, d]``."""
-        X = self.X
-        _, w = self._kernel_from((x * x).sum(-1)[:, None], self._xxb[:, :self._n], x[:, None, :] @ X.transpose(-1, -2))
+        _, w = self.kernel.k_and_w(x[:, None, :], self.X)                      # [k, 1, n]
         aw = (self.alpha * w[:, 0, :])                                         # [k, n]
-        return x * aw.sum(dim=1, keepdim=True) - torch.einsum("kn,knd->kd", aw, X)
+        return x * aw.sum(dim=1, keepdim=True) - torch.einsum("kn,knd->kd", aw, self.X)
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """``μ(x)`` for ``x [k, c, d]`` → ``[k, c]``."""
         return self.m[:, None] + torch.einsum("kcn,kn->kc", self.kernel.k(x, self.X), self.alpha)
 
     def _inverse(self) -> torch.Tensor:
-        """``A = (K + σ²I)⁻¹`` ``[k, n, n]`` (a view of the buffer the appends then update)."""
-        n = self._n
-        if self._Ab is None:
-            L = self.L
-            self._Ab = L.new_zeros((L.shape[0], self._cap, 2 * self._cap))
-            self._Ab[:, :n, :n] = torch.cholesky_solve(self._eye(n).expand_as(L), L)
-        return self._Ab[:, :n, :n]
+        if self._A is None:
+            eye = torch.eye(self.L.shape[1], dtype=self.L.dtype, device=self.L.device).expand_as(self.L)
+            self._A = torch.cholesky_solve(eye, self.L)
+        return self._A
 
     def grad_cov(self, x: torch.Tensor) -> torch.Tensor:
         """The derived-GP gradient covariance ``∂σ²(x, x)``, ``x [k, d]`` → ``[k, d, d]``."""
@@ -262,22 +176,20 @@ class BatchedGP:
         J = w[:, 0, :, None] * (x[:, None, :] - self.X)                         # [k, n, d]
         V = torch.linalg.solve_triangular(self.L, J, upper=False)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        return self.kernel.per_client(self.kernel.grad_prior, 3) * eye - V.transpose(-1, -2) @ V
+        return self.kernel.grad_prior * eye - V.transpose(-1, -2) @ V
 
     def grad_var_trace(self, C: torch.Tensor) -> torch.Tensor:
         """``tr ∂σ²(c, c)`` for candidates ``C [k, c, d]`` → ``[k, c]`` (``O(n²)`` each)."""
-        A, n, cap = self._inverse(), self._n, self._cap
-        assert self._Ab is not None
-        torch.mul(A, self._XXb[:, :n, :n], out=self._Ab[:, :n, cap:cap + n])  # A∘XXᵀ beside A
+        A = self._inverse()                                                    # [k, n, n]
+        AXX = A * self._XX
+        _, w = self.kernel.k_and_w(C, self.X)                                  # [k, c, n]
         p = C @ self.X.transpose(-1, -2)                                       # [k, c, n]
-        _, w = self._kernel_from((C * C).sum(-1), self._xxb[:, :n], p)         # [k, c, n]
-        both = w @ self._Ab[:, :n, :cap + n]                                   # [wA | w(A∘XXᵀ)] in one product
-        Aw, wAXX = both[..., :n], both[..., cap:cap + n]
+        Aw = w @ A                                                             # [k, c, n] (A symmetric)
         quad = (w * Aw).sum(-1)
         cross = (w * p * Aw).sum(-1)
-        inner = (w * wAXX).sum(-1)
+        inner = (w * (w @ AXX)).sum(-1)
         d = C.shape[-1]
-        return d * self.kernel.per_client(self.kernel.grad_prior, 2) - ((C * C).sum(-1) * quad - 2.0 * cross + inner)
+        return d * self.kernel.grad_prior - ((C * C).sum(-1) * quad - 2.0 * cross + inner)
 
 
 # ---- random Fourier features -------------------------------------------------------------------------
@@ -321,58 +233,11 @@ class RFF:
         return torch.einsum("knm,kn->km", Phi, beta)
 
     def grad(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``∇μ̂(x) = −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j`` for ``x [k, d]`` and ``w [k, M]``.
-
-        Linear in ``w``: the correction's difference of two surrogates is one call with the
-        difference of their weights. The features are shared, so both products are plain
-        ``[k, d] × [d, M]`` and ``[k, M] × [M, d]`` products over all clients at once."""
-        return -math.sqrt(2.0 / self.M) * ((torch.sin(x @ V + b) * w) @ V.T)
+        """``∇μ̂(x) = −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j`` for ``x [k, d]`` and ``w [k, M]``."""
+        k = x.shape[0]
+        s = torch.sin(torch.bmm(x[:, None, :], V.expand(k, *V.shape)) + b) * w[:, None, :]   # [k, 1, M]
+        return -math.sqrt(2.0 / self.M) * torch.bmm(s, V.T.expand(k, *V.T.shape))[:, 0, :]
 
     def mean(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Σ_j w_j φ_j(x)`` (without the prior mean) for ``x [k, c, d]`` → ``[k, c]``."""
         return torch.einsum("kcm,km->kc", self.features(x, V, b), w)
-
-
-# ---- marginal-likelihood fit of the lengthscale ------------------------------------------------------
-def log_marginal_likelihood(name: str, lengthscale: torch.Tensor, X: torch.Tensor, y: torch.Tensor, noise: float,
-                            mean: torch.Tensor | None = None, variance: float = 1.0) -> torch.Tensor:
-    """``log p(y | X, l)`` of each client's GP (kernel ``name``, one lengthscale per client).
-
-    ``−½ rᵀ(K + σ²I)⁻¹r − Σ log diag chol(K + σ²I) − (n/2) log 2π`` with ``r = y − m`` (``m``: the
-    clients' mean of ``y`` unless given); ``lengthscale [k]``, ``X [k, n, d]``, ``y [k, n]`` →
-    ``[k]``, differentiable in ``lengthscale``.
-    """
-    Kernel(name, 1.0, variance)  # validates the name
-    k, n = y.shape
-    A = X.detach()
-    d2 = ((A * A).sum(-1)[:, :, None] + (A * A).sum(-1)[:, None, :] - 2.0 * A @ A.transpose(-1, -2)).clamp_min(0.0)
-    ell = lengthscale[:, None, None]
-    if name == "se":
-        K = variance * torch.exp(-0.5 * d2 / ell**2)
-    else:
-        a = math.sqrt(5.0) * torch.sqrt(d2) / ell
-        K = variance * (1.0 + a + a * a / 3.0) * torch.exp(-a)
-    L = torch.linalg.cholesky(K + noise * torch.eye(n, dtype=X.dtype, device=X.device))
-    r = (y - (y.mean(dim=1) if mean is None else mean)[:, None]).unsqueeze(-1)
-    z = torch.linalg.solve_triangular(L, r, upper=False).squeeze(-1)
-    return -0.5 * (z * z).sum(-1) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) \
-        - 0.5 * n * math.log(2.0 * math.pi)
-
-
-def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, init: float = 1.0,
-                    steps: int = 100, lr: float = 0.05, mean: torch.Tensor | None = None,
-                    variance: float = 1.0) -> torch.Tensor:
-    """Each client's lengthscale by Adam on its log marginal likelihood (in ``log l``), all clients
-    in one batched Cholesky per iteration: ``X [k, n, d]``, ``y [k, n]`` → ``[k]``.
-
-    The clients' likelihoods are independent and Adam acts elementwise, so a client's fit does not
-    depend on which others share the call."""
-    if steps < 0 or lr <= 0 or init <= 0:
-        raise ValueError(f"fit_lengthscale: need steps >= 0, lr > 0, init > 0, got {steps}, {lr}, {init}")
-    log_l = torch.full((y.shape[0],), math.log(init), dtype=X.dtype, device=X.device, requires_grad=True)
-    opt = torch.optim.Adam([log_l], lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        (-log_marginal_likelihood(name, log_l.exp(), X, y, noise, mean, variance).sum()).backward()
-        opt.step()
-    return log_l.detach().exp()

@@ -20,12 +20,10 @@ Where the paper and its code differ, the paper is the default and the code an op
 =====================  ======================================  =====================================
                        paper (default)                          code (option)
 =====================  ======================================  =====================================
-kernel                 SE, ``l = 1`` fixed                      ``kernel: matern52``; the code also
+kernel                 SE, ``l = 1`` fixed                      ``kernel: matern52`` (the code also
                                                                 refits ``l`` by marginal likelihood
-                                                                (20 L-BFGS restarts) every step:
-                                                                ``fit_lengthscale: true`` fits each
-                                                                client's ``l`` (Adam on ``log l``,
-                                                                ``fit_steps``) at each GP fit
+                                                                with 20 restarts every step: not
+                                                                done, ``lengthscale`` is fixed)
 noise σ²               ``noise``, ``rff_noise`` (1e-3: the      1e-6 (GP) and 0 (RFF): options; the
                        paper gives no value; queries cluster    near-singular systems then amplify
                        in 0.01-boxes, so smaller values make    rounding (shard layouts no longer
@@ -74,7 +72,7 @@ from pydantic import Field
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.zo_base import problem_start
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.estimators.gp import RFF, BatchedGP, Kernel, fit_lengthscale
+from fedopt.estimators.gp import RFF, BatchedGP, Kernel
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
 
@@ -86,10 +84,7 @@ class FZooSParams(Params):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2")
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
     kernel: Literal["se", "matern52"] = Field("se", description="GP kernel (paper: se; code: matern52)")
-    lengthscale: float = Field(1.0, gt=0, description="kernel lengthscale l (fixed; the fit's start)")
-    fit_lengthscale: bool = Field(False, description="fit each client's l by marginal likelihood at each GP fit")
-    fit_steps: int = Field(50, ge=1, description="Adam steps of the lengthscale fit")
-    fit_lr: float = Field(0.05, gt=0, description="Adam learning rate of the lengthscale fit (in log l)")
+    lengthscale: float = Field(1.0, gt=0, description="kernel lengthscale l (fixed)")
     noise: float = Field(1e-3, ge=0, description="GP noise variance σ² (code: 1e-6)")
     y_scale: Literal["center", "minmax"] = Field("center", description="targets: minus their mean, or min-max")
     window: Literal["trajectory", "nearest"] = Field("trajectory", description="local GP data (code: nearest)")
@@ -207,18 +202,17 @@ class FZooS(FederatedAlgorithm):
             box = 2.0 * ctx.node_rng("explore").random(clients, (p.n_inits, d)) - 1.0
             self._query(ctx, state, clients, X[:, None, :] + 0.01 * box)
         self._query(ctx, state, clients, X[:, None, :])
-        gp = _LocalGP(p, tt, state, clients, X, window=p.window,
-                      grow=(p.local_steps - 1) * (1 + p.active) if p.window == "trajectory" else 0)
+        gp = _LocalGP(p, tt, state, clients, X, window=p.window)
         ready = bool(payload["ready"]) and p.correction
         if ready:
             wg = torch.tensor(np.asarray(payload["w"]), dtype=tt.dtype, device=tt.device).expand(k, -1)
-            wd = wg - torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
+            wo = torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
         m, v = np.zeros_like(X), np.zeros_like(X)
         for t in range(1, p.local_steps + 1):
             xt = torch.as_tensor(X, dtype=tt.dtype, device=tt.device)
             g = gp.grad(xt)
             if ready:
-                g = g + (p.gamma / t) * tt.rff.grad(xt, wd, tt.V, tt.b)  # ∇μ̂ − ∇μ̂ᵢ: linear in w
+                g = g + (p.gamma / t) * (tt.rff.grad(xt, wg, tt.V, tt.b) - tt.rff.grad(xt, wo, tt.V, tt.b))
             G = g.cpu().numpy()
             m = p.beta1 * m + (1.0 - p.beta1) * G
             v = p.beta2 * v + (1.0 - p.beta2) * G * G
@@ -283,8 +277,8 @@ class _LocalGP:
     """A block of clients' local GPs on their windows, kept current as queries arrive."""
 
     def __init__(self, p: FZooSParams, tt: _Tensors, state: State, clients: IntArray, X: FloatArray,
-                 window: str, grow: int = 0) -> None:
-        self.p, self.tt, self.window, self.grow = p, tt, window, grow
+                 window: str) -> None:
+        self.p, self.tt, self.window = p, tt, window
         self._fit(state, clients, X)
 
     def _fit(self, state: State, clients: IntArray, X: FloatArray) -> None:
@@ -293,15 +287,9 @@ class _LocalGP:
         Xw, yw = _window(state, clients, X, size)
         y, m, s = _targets(torch.as_tensor(yw, dtype=tt.dtype, device=tt.device), p.y_scale)
         self._shift = torch.as_tensor(yw.min(axis=1), dtype=tt.dtype, device=tt.device)
+        kern = Kernel(p.kernel, p.lengthscale)
         Xt = torch.as_tensor(Xw, dtype=tt.dtype, device=tt.device)
-        mean = None if p.y_scale == "center" else torch.zeros_like(s)
-        ell: float | torch.Tensor = p.lengthscale
-        if p.fit_lengthscale:  # per client, by marginal likelihood on the window (the RFF keeps l fixed)
-            ell = fit_lengthscale(p.kernel, Xt, y, p.noise, init=p.lengthscale, steps=p.fit_steps, lr=p.fit_lr,
-                                  mean=mean)
-        kern = Kernel(p.kernel, ell)
-        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=mean,
-                            capacity=Xt.shape[1] + self.grow)
+        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=None if p.y_scale == "center" else torch.zeros_like(s))
         self.s = s
 
     def add(self, P: FloatArray, y: FloatArray, state: State, clients: IntArray, X: FloatArray) -> None:
