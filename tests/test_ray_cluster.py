@@ -323,7 +323,9 @@ def local_table(config: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Da
     return table
 
 
-@pytest.mark.parametrize("form", ["HOST:PORT", "auto", "ray://HOST:PORT"])
+# The Ray Client form first: run after two sweeps on the same head, its join failed with
+# "Initialization failure from server" (Ray 2.60); alone, or first, it joins (cause not isolated).
+@pytest.mark.parametrize("form", ["ray://HOST:PORT", "HOST:PORT", "auto"])
 def test_sweep_on_a_token_cluster_equals_the_local_sweep(head: Head, config: Path, local_table: pd.DataFrame,
                                                         tmp_path: Path, form: str) -> None:
     address, env = {
