@@ -101,6 +101,28 @@ def calibrate_repeated(count: int, target_epsilon: float, delta: float, sampling
                                None if sampling_rate is None else float(sampling_rate), accountant, relation)
 
 
+def check_noise_choice(epsilon: float | None, noise_multiplier: float | None, rounds: int | None, where: str) -> None:
+    """The noise of a repeated-release algorithm is a target ``epsilon`` (with the planned
+    ``rounds`` to calibrate for) or a ``noise_multiplier``, not both: a keyed error otherwise."""
+    if epsilon is not None and noise_multiplier is not None:
+        raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
+    if epsilon is not None and rounds is None:
+        raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
+
+
+def repeated_noise_multiplier(epsilon: float | None, noise_multiplier: float | None, count: int, delta: float,
+                              sampling_rate: float | None, accountant: str, where: str,
+                              relation: str = "add_or_remove_one") -> float:
+    """The noise multiplier of ``count`` identical releases: calibrated to ``epsilon``
+    (:func:`calibrate_repeated`) when it is given, else ``noise_multiplier`` (1 when ``None``)."""
+    if epsilon is None:
+        return 1.0 if noise_multiplier is None else float(noise_multiplier)
+    try:
+        return calibrate_repeated(count, epsilon, delta, sampling_rate, accountant, relation)
+    except ValueError as exc:
+        raise ValueError(f"{where}: epsilon: {exc}") from None
+
+
 @lru_cache(maxsize=256)
 def _calibrate_repeated(count: int, target_epsilon: float, delta: float, sampling_rate: float | None,
                         accountant: str, relation: str) -> float:

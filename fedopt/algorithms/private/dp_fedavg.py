@@ -37,7 +37,7 @@ from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, 
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.privacy.accounting import PrivacyLedger
-from fedopt.privacy.calibration import calibrate_repeated
+from fedopt.privacy.calibration import check_noise_choice, repeated_noise_multiplier
 from fedopt.privacy.clipping import all_samples, clip_per_sample
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
@@ -74,10 +74,7 @@ class DPFedAvg(FederatedAlgorithm):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if p.epsilon is not None and p.noise_multiplier is not None:
-            raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
-        if p.epsilon is not None and p.rounds is None:
-            raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
+        check_noise_choice(p.epsilon, p.noise_multiplier, p.rounds, where)
         if p.level == "record" and p.client_rate != 1.0:
             raise ValueError(f"{where}: client_rate: record-level DP-FedAvg has every client take part "
                              f"(client_rate 1), got {p.client_rate}; user sampling is for level: client")
@@ -94,14 +91,8 @@ class DPFedAvg(FederatedAlgorithm):
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
         q, per_round = self._per_round()
-        z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
-        if p.epsilon is not None:
-            assert p.rounds is not None
-            count = p.rounds * per_round
-            try:
-                z = calibrate_repeated(count, p.epsilon, p.delta, q, p.accountant)
-            except ValueError as exc:
-                raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
+        z = repeated_noise_multiplier(p.epsilon, p.noise_multiplier, (p.rounds or 0) * per_round, p.delta, q,
+                                      p.accountant, f"algorithm {self.name!r}")
         if p.level == "client":
             mech = GaussianMechanism(z, 1.0 / (p.client_rate * problem.n), problem.n, "central", q)
         else:  # each node's own release, sensitivity 2C/n_p: the node's noise is set per node below

@@ -32,7 +32,7 @@ from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, 
 from fedopt.algorithms.federated.gd import initial_model
 from fedopt.core.arrays import FloatArray, IntArray, State
 from fedopt.privacy.accounting import PrivacyLedger
-from fedopt.privacy.calibration import calibrate_repeated
+from fedopt.privacy.calibration import check_noise_choice, repeated_noise_multiplier
 from fedopt.privacy.mechanism import GaussianMechanism
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
@@ -67,10 +67,7 @@ class DPSGD(FederatedAlgorithm):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         p, where = self.params, f"algorithm {self.name!r}"
-        if p.epsilon is not None and p.noise_multiplier is not None:
-            raise ValueError(f"{where}: noise_multiplier: give epsilon (with rounds) or noise_multiplier, not both")
-        if p.epsilon is not None and p.rounds is None:
-            raise ValueError(f"{where}: rounds: calibrating to epsilon needs the planned rounds R (an integer >= 1)")
+        check_noise_choice(p.epsilon, p.noise_multiplier, p.rounds, where)
         if p.accountant == "rdp" and p.relation == "replace_one":
             raise ValueError(f"{where}: relation: the rdp accountant has no Poisson-subsampled replace_one "
                              "events; allowed with rdp: add_or_remove_one")
@@ -79,13 +76,8 @@ class DPSGD(FederatedAlgorithm):
         p = self.params
         m = problem.n_samples().astype(np.int64)
         m.setflags(write=False)
-        z = 1.0 if p.noise_multiplier is None else p.noise_multiplier
-        if p.epsilon is not None:
-            assert p.rounds is not None
-            try:
-                z = calibrate_repeated(p.rounds, p.epsilon, p.delta, p.sampling_rate, p.accountant, p.relation)
-            except ValueError as exc:
-                raise ValueError(f"algorithm {self.name!r}: epsilon: {exc}") from None
+        z = repeated_noise_multiplier(p.epsilon, p.noise_multiplier, p.rounds or 0, p.delta, p.sampling_rate,
+                                      p.accountant, f"algorithm {self.name!r}", p.relation)
         unit = 1.0 / (p.sampling_rate * int(m.min()) * problem.n)
         prep = DPSGDPrepared(m, GaussianMechanism(z, unit, problem.n, p.placement, p.sampling_rate))
         return [prep for _ in graphs]
