@@ -323,8 +323,8 @@ def local_table(config: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Da
     return table
 
 
-# The Ray Client form first: run after two sweeps on the same head, its join failed with
-# "Initialization failure from server" (Ray 2.60); alone, or first, it joins (cause not isolated).
+# The Ray Client form first: its join fails more often ("Initialization failure from server",
+# Ray 2.60) after other sweeps on the same head; cause not isolated, a failed start is retried.
 @pytest.mark.parametrize("form", ["ray://HOST:PORT", "HOST:PORT", "auto"])
 def test_sweep_on_a_token_cluster_equals_the_local_sweep(head: Head, config: Path, local_table: pd.DataFrame,
                                                         tmp_path: Path, form: str) -> None:
@@ -336,6 +336,11 @@ def test_sweep_on_a_token_cluster_equals_the_local_sweep(head: Head, config: Pat
     }[form]
     out = tmp_path / "out"
     done = _fedopt(env, str(config), "--out", str(out), "--address", address)
+    for _ in range(2):  # Ray Client's per-connection server can fail to start on a loaded 2-core machine
+        if done.returncode == 0 or "Initialization failure from server" not in done.stderr:
+            break
+        time.sleep(5)
+        done = _fedopt(env, str(config), "--out", str(out), "--address", address, "--overwrite")
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["execution"]["ray_tasks"] and manifest["execution"]["address"] == address
