@@ -4,10 +4,11 @@
 
 One local step of FZooS (Shu, Lin, Dai & Low, arXiv 2308.04077, §4) for ``N`` clients at once,
 as :class:`fedopt.algorithms.federated.fzoos.FZooS` takes it: the derived-GP gradient of each
-client's surrogate at its iterate (:meth:`BatchedGP.grad_mean`), the correction's two RFF
-gradients (``M = 10,000`` features), the Adam update, the block update of the factor with the
-new query, the active-query scoring (trace of the derived-GP covariance at 100 candidates,
-:meth:`BatchedGP.grad_var_trace`) and the block update with the 5 chosen queries. Each client's
+client's surrogate at its iterate (:meth:`BatchedGP.grad_mean`), the correction's RFF gradient
+(``M = 10,000`` features; one call on the difference of the two weight vectors), the Adam
+update, the block update of the factor with the new query, the active-query scoring (trace of
+the derived-GP covariance at 100 candidates, :meth:`BatchedGP.grad_var_trace`) and the block
+update with the 5 chosen queries. Each client's
 GP holds ``history`` queries (a trajectory: a random walk of Adam-sized steps in ``[0, 1]^d``
 with 0.01-box active queries around it, values of a quadratic), SE kernel ``l = 1``,
 ``σ² = 1e-3``; the inverse the scoring reads is carried from the previous step (steady state).
@@ -52,7 +53,7 @@ def fedopt_step(gp: BatchedGP, rff: RFF, V: torch.Tensor, b: torch.Tensor, w: to
                 rng: np.random.Generator) -> None:
     """One local step of every client (what ``FZooS._local`` does per step, oracle calls aside)."""
     N, d = x.shape
-    g = gp.grad_mean(x) + 0.5 * (rff.grad(x, w[0], V, b) - rff.grad(x, w[1], V, b))
+    g = gp.grad_mean(x) + 0.5 * rff.grad(x, w[0] - w[1], V, b)  # the correction: one call, linear in w
     G = g.cpu().numpy()
     m, v = 0.1 * G, 0.001 * G * G
     xn = x.cpu().numpy() - 0.01 * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8)
@@ -69,7 +70,7 @@ def fedopt_step(gp: BatchedGP, rff: RFF, V: torch.Tensor, b: torch.Tensor, w: to
 def time_fedopt(N: int, n: int, d: int, reps: int, dtype: torch.dtype, device: str, M: int = 10_000) -> float:
     X, y = trajectory(N, n, d, seed=0)
     Xt, yt = (torch.as_tensor(a, dtype=dtype, device=device) for a in (X, y))
-    base = BatchedGP(Kernel("se", 1.0), Xt, yt, 1e-3)
+    base = BatchedGP(Kernel("se", 1.0), Xt, yt, 1e-3, capacity=n + 54)  # room for a round's 9 x 6 queries
     base._inverse()  # steady state: the inverse is carried by the block updates
     rff = RFF.draw(d, M, 1.0, 0)
     V, b = rff.tensors(dtype, device)
