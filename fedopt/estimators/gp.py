@@ -138,7 +138,7 @@ class BatchedGP:
         self._Ab: torch.Tensor | None = None               # [k, cap, 2 cap]: A, then A∘XXᵀ from column n
         self._L = torch.linalg.cholesky(kernel.k(X, X) + self.noise * self._eye(n))
         self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # the factor's appended row blocks [B C]
-        self._solve()
+        self._alpha: torch.Tensor | None = None
 
     # ---- buffers --------------------------------------------------------------------------------
     @property
@@ -211,12 +211,16 @@ class BatchedGP:
         R[:, :m] = torch.linalg.solve_triangular(self._L.transpose(-1, -2), R[:, :m], upper=True)
         return R
 
-    def _solve(self) -> None:
-        """``α = (K + σ²I)⁻¹(y − m)`` through the factor (forward and back substitution over its
-        row blocks): the factor is backward stable where the carried inverse, of norm up to
+    @property
+    def alpha(self) -> torch.Tensor:
+        """``α = (K + σ²I)⁻¹(y − m)`` ``[k, n]``, solved when first read after an append (a step
+        appends twice and reads it once) through the factor, by forward and back substitution over
+        its row blocks: the factor is backward stable where the carried inverse, of norm up to
         ``1/σ²``, would amplify rounding (and with it the differences between shard layouts)."""
-        r = (self.y - self.m[:, None]).unsqueeze(-1)
-        self.alpha = self._backward(self._forward(r)).squeeze(-1)
+        if self._alpha is None:
+            r = (self.y - self.m[:, None]).unsqueeze(-1)
+            self._alpha = self._backward(self._forward(r)).squeeze(-1)
+        return self._alpha
 
     def append(self, Xn: torch.Tensor, yn: torch.Tensor) -> None:
         """Add ``Xn [k, q, d]``, ``yn [k, q]``: block updates in place (no refit)."""
@@ -249,7 +253,7 @@ class BatchedGP:
             self._Ab[:, :n, n:n + q] = -top.transpose(-1, -2)
             self._Ab[:, n:n + q, :n] = -top
             self._Ab[:, n:n + q, n:n + q] = Sinv
-        self._solve()
+        self._alpha = None
 
     def grad_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``∇μ(x)`` for one point per client, ``x [k, d]`` → ``[k, d]``."""
