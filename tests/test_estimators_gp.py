@@ -127,3 +127,119 @@ def test_block_updates_keep_the_inverse_and_the_scores_of_a_refit() -> None:
         gp.append(X[:, s:e], y[:, s:e])
     ref = BatchedGP(Kernel("se", 1.0), X, y, noise=1e-4)
     np.testing.assert_allclose(gp.grad_var_trace(C).numpy(), ref.grad_var_trace(C).numpy(), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("capacity", [None, 50])
+def test_carried_inverse_keeps_the_factor_and_the_mean_of_a_refit(capacity: int | None) -> None:
+    # the block updates of the inverse also carry α (and the factor's row blocks); with the
+    # default capacity the buffers grow on the first append, with 50 they are filled in place
+    X, y = _data(3, 50, 5, seed=6)
+    gp = BatchedGP(Kernel("matern52", 0.9), X[:, :30], y[:, :30], noise=1e-4, capacity=capacity)
+    gp.grad_var_trace(X[:, :4] + 0.02)
+    for s, e in ((30, 31), (31, 36), (36, 50)):
+        gp.append(X[:, s:e], y[:, s:e])
+    ref = BatchedGP(Kernel("matern52", 0.9), X, y, noise=1e-4)
+    x = X[:, 3] + 0.01
+    np.testing.assert_allclose(gp.alpha.numpy(), ref.alpha.numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gp.grad_mean(x).numpy(), ref.grad_mean(x).numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(gp.mean(X[:, :6] + 0.01).numpy(), ref.mean(X[:, :6] + 0.01).numpy(),
+                               rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(gp.L.numpy(), ref.L.numpy(), atol=1e-10, rtol=0)
+    np.testing.assert_allclose(gp.grad_cov(x).numpy(), ref.grad_cov(x).numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_appends_within_capacity_update_the_inverse_in_place() -> None:
+    X, y = _data(2, 40, 4, seed=7)
+    gp = BatchedGP(Kernel("se", 1.0), X[:, :30], y[:, :30], noise=1e-3, capacity=40)
+    ptr = gp._inverse().data_ptr()
+    for s in range(30, 40, 5):
+        gp.append(X[:, s:s + 5], y[:, s:s + 5])
+    assert gp._inverse().data_ptr() == ptr and gp._inverse().shape == (2, 40, 40)
+
+
+def test_rff_gradient_is_linear_in_the_weights_and_per_client() -> None:
+    rff = RFF.draw(6, 500, 0.8, seed=1)
+    V, b = rff.tensors(T64, "cpu")
+    rng = np.random.default_rng(8)
+    x, w1, w2 = (torch.tensor(rng.standard_normal(s)) for s in ((4, 6), (4, 500), (4, 500)))
+    g = rff.grad(x, w1 - w2, V, b)
+    np.testing.assert_allclose(g.numpy(), (rff.grad(x, w1, V, b) - rff.grad(x, w2, V, b)).numpy(), atol=1e-12)
+    # the textbook sum −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j, one client at a time
+    Vn, bn = rff.V, rff.b
+    for i in range(4):
+        s = np.sin(x[i].numpy() @ Vn + bn) * (w1 - w2)[i].numpy()
+        np.testing.assert_allclose(g[i].numpy(), -np.sqrt(2 / 500) * (Vn * s).sum(1), rtol=1e-10, atol=1e-12)
+
+
+
+def _blocks(idx: list[int], X: torch.Tensor, y: torch.Tensor, x: torch.Tensor, C: torch.Tensor, n0: int,
+            kern: str = "se") -> list[torch.Tensor]:
+    """What the clients ``idx`` compute in one call over a round of FZooS-like steps: the surrogate
+    gradient and α after each append (one query, then five; the inverse carried from the first
+    scoring on, the buffers grown once) and the scores."""
+    X, y, x, C = X[idx], y[idx], x[idx], C[idx]
+    gp = BatchedGP(Kernel(kern, 1.0), X[:, :n0], y[:, :n0], noise=1e-3, capacity=n0 + 10)
+    out, s = [gp.grad_mean(x)], n0
+    for _ in range(4):
+        for q in (1, 5):
+            gp.append(X[:, s:s + q], y[:, s:s + q])
+            s += q
+            out += [gp.alpha.clone(), gp.grad_mean(x), gp.grad_var_trace(C)]
+    return out
+
+
+def _agree(ref: list[torch.Tensor], got: list[torch.Tensor], idx: list[int], scores: float | None,
+           kern: str = "se") -> None:
+    """α and gradients to 1e-11 of their largest entry; the scores (every third output after the
+    first, ``d·c − …``: a difference of terms of size ``d·c``) to ``scores`` times ``d·c``, or not."""
+    for j, (a, b) in enumerate(zip(ref, got)):
+        a = a[idx]
+        if j == 0 or j % 3:
+            assert float((b - a).abs().max()) <= 1e-11 * float(a.abs().max()), j
+        elif scores is not None:
+            assert float((b - a).abs().max()) <= scores * 6 * Kernel(kern).grad_prior, j
+
+
+@pytest.mark.parametrize("kern", ["se", "matern52"])
+def test_a_clients_surrogate_does_not_depend_on_the_clients_sharing_its_call(kern: str) -> None:
+    """The sharded and ray engines hand a client to blocks of any size and position. Its numbers
+    agree with the full block's to 1e-11 (relative): every product is batched
+    per client, but BLAS and LAPACK round by the alignment of a client's slice in memory, so not
+    always bit for bit. On FZooS's clustered queries (0.01-boxes, d = 4, so K + σ²I is near
+    singular), α and the surrogate gradient come from the factor, not from the carried inverse
+    (norm up to 1/σ²), which amplified that rounding to ~3e-10; the scores read the inverse and are
+    checked on spread-out points."""
+    rng = np.random.default_rng(0)
+    k, d = 14, 4
+    Xc = torch.tensor(rng.uniform(0, 1, (k, 1, d)) + 0.01 * rng.uniform(-1, 1, (k, 90, d)))
+    yc = torch.sin(3 * Xc).sum(-1) + (Xc**2).sum(-1)
+    xc = Xc[:, -1] + 0.003
+    Cc = xc[:, None] + 0.01 * torch.tensor(rng.uniform(-1, 1, (k, 50, d)))
+    Xs, ys = _data(k, 90, 6, seed=5)
+    xs = Xs[:, -1] + 0.01
+    Cs = xs[:, None] + 0.05 * torch.tensor(rng.uniform(-1, 1, (k, 50, 6)))
+    blocks = (list(range(7)), list(range(7, 14)), list(range(5)), list(range(5, 10)), [13, 2], [6])
+    for n0 in (20, 31, 50):
+        full_c = _blocks(list(range(k)), Xc, yc, xc, Cc, n0, kern)
+        full_s = _blocks(list(range(k)), Xs, ys, xs, Cs, n0, kern)
+        for idx in blocks:
+            _agree(full_c, _blocks(idx, Xc, yc, xc, Cc, n0, kern), idx, None)
+            _agree(full_s, _blocks(idx, Xs, ys, xs, Cs, n0, kern), idx, 1e-11, kern)  # d = 6
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_clients_rff_gradient_does_not_depend_on_the_clients_sharing_its_call(dtype: torch.dtype) -> None:
+    # the correction's RFF gradient of one client, alone or in any block, bit for bit: per-client
+    # products, never one product over stacked clients (the surrogate's value to rounding)
+    d, M = 37, 5000
+    rff = RFF.draw(d, M, 1.0, seed=3)
+    V, b = rff.tensors(dtype, "cpu")
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.uniform(0, 1, (6, d)), dtype=dtype)
+    W = torch.tensor(rng.standard_normal((6, M)) * 1e-2, dtype=dtype)
+    C = x[:, None] + torch.tensor(rng.uniform(-0.1, 0.1, (6, 9, d)), dtype=dtype)
+    g, mu = rff.grad(x, W, V, b), rff.mean(C, W, V, b)
+    for idx in ([2], [4, 2], [2, 0, 3], [5, 1, 2, 3]):
+        torch.testing.assert_close(rff.grad(x[idx], W[idx], V, b), g[idx], rtol=0, atol=0)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert float((rff.mean(C[idx], W[idx], V, b) - mu[idx]).abs().max()) <= tol * float(mu.abs().max())

@@ -47,6 +47,7 @@ from fedopt.core.arrays import FloatArray
 
 KernelName = Literal["se", "matern52"]
 KERNELS: tuple[str, ...] = ("se", "matern52")
+_RFF_BLOCK = 2048  # features per block of the RFF gradient (fixed: a client's sums do not depend on k)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,15 @@ class Kernel:
     def k_and_w(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._from_sq(self._sq(A, B))
 
+    def _w_from_sq_(self, d2: torch.Tensor) -> torch.Tensor:
+        """``w`` alone from squared distances, computed in place in ``d2`` (which it returns)."""
+        l2, s2 = self.lengthscale**2, self.variance
+        if self.name == "se":
+            return d2.mul_(-0.5 / l2).exp_().mul_(-s2 / l2)
+        a = d2.sqrt_().mul_(math.sqrt(5.0) / self.lengthscale)
+        e = torch.exp(-a)
+        return a.add_(1.0).mul_(e).mul_(-s2 * 5.0 / (3.0 * l2))
+
     @property
     def grad_prior(self) -> float:
         """``c`` in ``∂_x∂_{x'}k(x, x) = c·I``."""
@@ -96,79 +106,175 @@ class BatchedGP:
     """GP posteriors of ``k`` clients at once, each on ``n`` points (``X [k, n, d]``, ``y [k, n]``).
 
     ``mean`` is the constant prior mean of each client (``y``'s mean by default, or given).
-    :meth:`append` adds points with a block update of the Cholesky factor.
+    :meth:`append` adds points without a refit. The points, their Gram matrix and, once the
+    scoring has asked for it, the inverse ``A = (K + σ²I)⁻¹`` live in buffers of ``capacity``
+    rows (grown when full) that the updates fill in place, so a step never copies ``[k, n, n]``
+    matrices. The Cholesky factor grows by row blocks ``[B C]`` (``B`` by forward substitution
+    over the earlier blocks), joined into one matrix only when :attr:`L` is read; ``α`` is solved
+    through it by forward and back substitution over the blocks. While ``A`` is carried (the
+    scoring reads it), an append updates it by blocks (Schur complement ``CCᵀ``) in place.
+
+    Every product is batched per client (the client is the batch dimension; nothing is one product
+    over stacked clients or a reduction over clients), so a client's numbers do not depend on which
+    clients share its call beyond the rounding BLAS/LAPACK kernels give a slice by its alignment.
     """
 
     def __init__(self, kernel: Kernel, X: torch.Tensor, y: torch.Tensor, noise: float,
-                 mean: torch.Tensor | None = None) -> None:
+                 mean: torch.Tensor | None = None, capacity: int | None = None) -> None:
         if noise < 0:
             raise ValueError(f"GP: noise variance must be >= 0, got {noise}")
         self.kernel, self.noise = kernel, float(noise)
-        self.X, self.y = X, y
+        k, n, d = X.shape
+        self._n, self._cap = n, max(n, capacity or n)
+        self._Xb = X.new_zeros((k, self._cap, d))
+        self._yb = y.new_zeros((k, self._cap))
+        self._xxb = X.new_zeros((k, self._cap))          # ‖x_τ‖²
+        self._XXb = X.new_zeros((k, self._cap, self._cap))
+        self._Xb[:, :n], self._yb[:, :n] = X, y
+        self._xxb[:, :n] = (X * X).sum(-1)
+        self._XXb[:, :n, :n] = X @ X.transpose(-1, -2)
         self._auto_mean = mean is None
         self.m = y.mean(dim=1) if mean is None else mean
-        self._XX = X @ X.transpose(-1, -2)
-        self._A: torch.Tensor | None = None
-        K = kernel.k(X, X)
-        self.L = torch.linalg.cholesky(K + self.noise * torch.eye(X.shape[1], dtype=X.dtype, device=X.device))
-        self._solve()
+        self._Ab: torch.Tensor | None = None               # [k, cap, 2 cap]: A, then A∘XXᵀ from column n
+        self._L = torch.linalg.cholesky(kernel.k(X, X) + self.noise * self._eye(n))
+        self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # the factor's appended row blocks [B C]
+        self._alpha: torch.Tensor | None = None
 
-    def _solve(self) -> None:
-        r = (self.y - self.m[:, None]).unsqueeze(-1)
-        self.alpha = torch.cholesky_solve(r, self.L).squeeze(-1)
+    # ---- buffers --------------------------------------------------------------------------------
+    @property
+    def X(self) -> torch.Tensor:
+        """The points ``[k, n, d]``."""
+        return self._Xb[:, :self._n]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The values ``[k, n]``."""
+        return self._yb[:, :self._n]
+
+    @property
+    def L(self) -> torch.Tensor:
+        """The Cholesky factor of ``K + σ²I``, ``[k, n, n]`` (its row blocks joined into one matrix)."""
+        if self._rows:
+            L = self._L.new_zeros((self._L.shape[0], self._n, self._n))
+            m = self._L.shape[1]
+            L[:, :m, :m] = self._L
+            for B, C in self._rows:
+                q = C.shape[1]
+                L[:, m:m + q, :m], L[:, m:m + q, m:m + q] = B, C
+                m += q
+            self._L, self._rows = L, []
+        return self._L
+
+    def _forward(self, R: torch.Tensor) -> torch.Tensor:
+        """``L⁻¹R`` for ``R [k, n, q]`` by forward substitution over the factor's row blocks."""
+        m = self._L.shape[1]
+        Z = torch.empty_like(R)
+        Z[:, :m] = torch.linalg.solve_triangular(self._L, R[:, :m], upper=False)
+        for B, C in self._rows:
+            q = C.shape[1]
+            Z[:, m:m + q] = torch.linalg.solve_triangular(C, R[:, m:m + q] - B @ Z[:, :m], upper=False)
+            m += q
+        return Z
+
+    def _eye(self, q: int) -> torch.Tensor:
+        return torch.eye(q, dtype=self._Xb.dtype, device=self._Xb.device)
+
+    def _grow(self, size: int) -> None:
+        """Re-allocate the buffers with room for ``size`` points (a quarter more than asked)."""
+        cap, n = max(size, self._cap + self._cap // 4), self._n
+        k, d = self._Xb.shape[0], self._Xb.shape[2]
+        Xb, yb, xxb = self._Xb.new_zeros((k, cap, d)), self._yb.new_zeros((k, cap)), self._xxb.new_zeros((k, cap))
+        XXb = self._XXb.new_zeros((k, cap, cap))
+        Xb[:, :n], yb[:, :n], xxb[:, :n], XXb[:, :n, :n] = self.X, self.y, self._xxb[:, :n], self._XXb[:, :n, :n]
+        if self._Ab is not None:
+            Ab = self._Ab.new_zeros((k, cap, 2 * cap))
+            Ab[:, :n, :n] = self._Ab[:, :n, :n]
+            self._Ab = Ab
+        self._Xb, self._yb, self._xxb, self._XXb, self._cap = Xb, yb, xxb, XXb, cap
+
+    def _kernel_from(self, aa: torch.Tensor, bb: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(k, w)`` from the squared norms ``aa [..., a]``, ``bb [..., b]`` and inner products ``ab``."""
+        return self.kernel._from_sq((aa[..., :, None] + bb[..., None, :] - 2.0 * ab).clamp_min(0.0))
+
+    def _backward(self, Z: torch.Tensor) -> torch.Tensor:
+        """``L⁻ᵀZ`` for ``Z [k, n, q]`` by back substitution over the factor's row blocks."""
+        R = Z.clone()
+        ends = [self._n]
+        for _, C in reversed(self._rows):
+            ends.append(ends[-1] - C.shape[1])
+        for (B, C), e in zip(reversed(self._rows), ends):
+            s = e - C.shape[1]
+            a = torch.linalg.solve_triangular(C.transpose(-1, -2), R[:, s:e], upper=True)
+            R[:, s:e] = a
+            R[:, :s].sub_(torch.bmm(B.transpose(-1, -2), a))
+        m = self._L.shape[1]
+        R[:, :m] = torch.linalg.solve_triangular(self._L.transpose(-1, -2), R[:, :m], upper=True)
+        return R
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """``α = (K + σ²I)⁻¹(y − m)`` ``[k, n]``, solved when first read after an append (a step
+        appends twice and reads it once) through the factor, by forward and back substitution over
+        its row blocks: the factor is backward stable where the carried inverse, of norm up to
+        ``1/σ²``, would amplify rounding (and with it the differences between shard layouts)."""
+        if self._alpha is None:
+            r = (self.y - self.m[:, None]).unsqueeze(-1)
+            self._alpha = self._backward(self._forward(r)).squeeze(-1)
+        return self._alpha
 
     def append(self, Xn: torch.Tensor, yn: torch.Tensor) -> None:
-        """Add ``Xn [k, q, d]``, ``yn [k, q]``: the factor grows by a block (no refit)."""
-        K12 = self.kernel.k(self.X, Xn)                                        # [k, n, q]
-        K22 = self.kernel.k(Xn, Xn) + self.noise * torch.eye(Xn.shape[1], dtype=Xn.dtype, device=Xn.device)
-        B = torch.linalg.solve_triangular(self.L, K12, upper=False).transpose(-1, -2)  # [k, q, n]
-        C = torch.linalg.cholesky(K22 - B @ B.transpose(-1, -2))
-        k, n, q = self.L.shape[0], self.L.shape[1], Xn.shape[1]
-        L = torch.zeros((k, n + q, n + q), dtype=self.L.dtype, device=self.L.device)
-        L[:, :n, :n] = self.L
-        L[:, n:, :n] = B
-        L[:, n:, n:] = C
-        A = self._A
-        if A is not None:  # the inverse by blocks (Schur complement S = CCᵀ): O(n²q), no refit
-            AK = A @ K12                                                       # [k, n, q]
-            eye = torch.eye(q, dtype=L.dtype, device=L.device).expand(k, q, q)
-            Sinv = torch.cholesky_solve(eye, C)
-            top = -AK @ Sinv
-            A2 = torch.empty_like(L)
-            torch.baddbmm(A, AK @ Sinv, AK.transpose(-1, -2), out=A2[:, :n, :n])  # one pass over A
-            A2[:, :n, n:] = top
-            A2[:, n:, :n] = top.transpose(-1, -2)
-            A2[:, n:, n:] = Sinv
-        self.L = L
-        XXn = self.X @ Xn.transpose(-1, -2)
-        XX = torch.empty_like(L)
-        XX[:, :n, :n] = self._XX
-        XX[:, :n, n:] = XXn
-        XX[:, n:, :n] = XXn.transpose(-1, -2)
-        XX[:, n:, n:] = Xn @ Xn.transpose(-1, -2)
-        self.X = torch.cat((self.X, Xn), dim=1)
-        self.y = torch.cat((self.y, yn), dim=1)
+        """Add ``Xn [k, q, d]``, ``yn [k, q]``: block updates in place (no refit)."""
+        n, q = self._n, Xn.shape[1]
+        if n + q > self._cap:
+            self._grow(n + q)
+        xxn = (Xn * Xn).sum(-1)
+        XXn = torch.bmm(Xn, self.X.transpose(-1, -2))                          # [k, q, n]
+        XXnn = torch.bmm(Xn, Xn.transpose(-1, -2))
+        K21 = self._kernel_from(xxn, self._xxb[:, :n], XXn)[0]                 # [k, q, n]
+        K22 = self._kernel_from(xxn, xxn, XXnn)[0] + self.noise * self._eye(q)
+        self._Xb[:, n:n + q], self._yb[:, n:n + q], self._xxb[:, n:n + q] = Xn, yn, xxn
+        self._XXb[:, :n, n:n + q] = XXn.transpose(-1, -2)
+        self._XXb[:, n:n + q, :n] = XXn
+        self._XXb[:, n:n + q, n:n + q] = XXnn
+        self._n = n + q
         if self._auto_mean:
             self.m = self.y.mean(dim=1)
-        self._solve()
-        self._XX = XX
-        self._A = A2 if A is not None else None
+        B = self._forward(K21.transpose(-1, -2)).transpose(-1, -2)             # [k, q, n]
+        C = torch.linalg.cholesky(K22 - torch.bmm(B, B.transpose(-1, -2)))    # the Schur complement's factor
+        self._rows.append((B, C))                                              # L' = [[L, 0], [B, C]]
+        if self._Ab is not None:
+            # the inverse by blocks (Schur complement S = CCᵀ, O(n²q)); the rows K₂₁A = (AK₁₂)ᵀ
+            # are one read of A (symmetric)
+            A = self._Ab[:, :n, :n]
+            KA = torch.bmm(K21, A)                                             # [k, q, n]
+            Sinv = torch.cholesky_inverse(C)
+            top = torch.bmm(Sinv, KA)                                          # [k, q, n] = (AK S⁻¹)ᵀ
+            A.baddbmm_(top.transpose(-1, -2), KA)                              # one pass over A, in place
+            self._Ab[:, :n, n:n + q] = -top.transpose(-1, -2)
+            self._Ab[:, n:n + q, :n] = -top
+            self._Ab[:, n:n + q, n:n + q] = Sinv
+        self._alpha = None
 
     def grad_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``∇μ(x)`` for one point per client, ``x [k, d]`` → ``[k, d]``."""
-        _, w = self.kernel.k_and_w(x[:, None, :], self.X)                      # [k, 1, n]
+        X = self.X
+        _, w = self._kernel_from((x * x).sum(-1)[:, None], self._xxb[:, :self._n],
+                                 torch.bmm(x[:, None, :], X.transpose(-1, -2)))      # [k, 1, n]
         aw = (self.alpha * w[:, 0, :])                                         # [k, n]
-        return x * aw.sum(dim=1, keepdim=True) - torch.einsum("kn,knd->kd", aw, self.X)
+        return x * aw.sum(dim=1, keepdim=True) - torch.einsum("kn,knd->kd", aw, X)
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """``μ(x)`` for ``x [k, c, d]`` → ``[k, c]``."""
         return self.m[:, None] + torch.einsum("kcn,kn->kc", self.kernel.k(x, self.X), self.alpha)
 
     def _inverse(self) -> torch.Tensor:
-        if self._A is None:
-            eye = torch.eye(self.L.shape[1], dtype=self.L.dtype, device=self.L.device).expand_as(self.L)
-            self._A = torch.cholesky_solve(eye, self.L)
-        return self._A
+        """``A = (K + σ²I)⁻¹`` ``[k, n, n]`` (a view of the buffer the appends then update)."""
+        n = self._n
+        if self._Ab is None:
+            L = self.L
+            self._Ab = L.new_zeros((L.shape[0], self._cap, 2 * self._cap))
+            self._Ab[:, :n, :n] = torch.cholesky_inverse(L)
+        return self._Ab[:, :n, :n]
 
     def grad_cov(self, x: torch.Tensor) -> torch.Tensor:
         """The derived-GP gradient covariance ``∂σ²(x, x)``, ``x [k, d]`` → ``[k, d, d]``."""
@@ -179,17 +285,21 @@ class BatchedGP:
         return self.kernel.grad_prior * eye - V.transpose(-1, -2) @ V
 
     def grad_var_trace(self, C: torch.Tensor) -> torch.Tensor:
-        """``tr ∂σ²(c, c)`` for candidates ``C [k, c, d]`` → ``[k, c]`` (``O(n²)`` each)."""
-        A = self._inverse()                                                    # [k, n, n]
-        AXX = A * self._XX
-        _, w = self.kernel.k_and_w(C, self.X)                                  # [k, c, n]
-        p = C @ self.X.transpose(-1, -2)                                       # [k, c, n]
-        Aw = w @ A                                                             # [k, c, n] (A symmetric)
-        quad = (w * Aw).sum(-1)
-        cross = (w * p * Aw).sum(-1)
-        inner = (w * (w @ AXX)).sum(-1)
-        d = C.shape[-1]
-        return d * self.kernel.grad_prior - ((C * C).sum(-1) * quad - 2.0 * cross + inner)
+        """``tr ∂σ²(c, c)`` for candidates ``C [k, c, d]`` → ``[k, c]`` (``O(n²)`` each).
+
+        ``d·c₀ − Σ_τ w_τ[(‖c‖² − 2p_τ)(Aw)_τ + ((A∘XXᵀ)w)_τ]``: ``A∘XXᵀ`` is written beside ``A``
+        in the inverse's buffer (columns ``n`` to ``2n``), so ``[wA | w(A∘XXᵀ)]`` is one batched
+        product over contiguous columns."""
+        A, n = self._inverse(), self._n
+        assert self._Ab is not None
+        torch.mul(A, self._XXb[:, :n, :n], out=self._Ab[:, :n, n:2 * n])      # A∘XXᵀ beside A
+        p = torch.bmm(C, self.X.transpose(-1, -2))                             # [k, c, n]
+        cc = (C * C).sum(-1)[..., None]                                        # [k, c, 1]
+        d2 = torch.add(cc, self._xxb[:, None, :n]).add_(p, alpha=-2.0).clamp_min_(0.0)
+        w = self.kernel._w_from_sq_(d2)                                        # [k, c, n]
+        both = torch.bmm(w, self._Ab[:, :n, :2 * n])                          # [wA | w(A∘XXᵀ)] in one product
+        u = p.mul_(-2.0).add_(cc).mul_(both[..., :n]).add_(both[..., n:])
+        return C.shape[-1] * self.kernel.grad_prior - (w * u).sum(-1)
 
 
 # ---- random Fourier features -------------------------------------------------------------------------
@@ -233,10 +343,21 @@ class RFF:
         return torch.einsum("knm,kn->km", Phi, beta)
 
     def grad(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``∇μ̂(x) = −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j`` for ``x [k, d]`` and ``w [k, M]``."""
-        k = x.shape[0]
-        s = torch.sin(torch.bmm(x[:, None, :], V.expand(k, *V.shape)) + b) * w[:, None, :]   # [k, 1, M]
-        return -math.sqrt(2.0 / self.M) * torch.bmm(s, V.T.expand(k, *V.T.shape))[:, 0, :]
+        """``∇μ̂(x) = −√(2/M) Σ_j w_j sin(v_jᵀx + b_j) v_j`` for ``x [k, d]`` and ``w [k, M]``.
+
+        Linear in ``w``: the correction's difference of two surrogates is one call with the
+        difference of their weights. Each client's products are its own (batched over clients,
+        never one product over stacked clients), so its numbers do not depend on which clients
+        share the call; the features are taken in blocks of ``_RFF_BLOCK`` columns (a fixed
+        size), so that a block of ``V`` stays in cache while every client reads it."""
+        k, d = x.shape
+        g = x.new_zeros((k, 1, d))
+        xr = x[:, None, :]
+        for j in range(0, self.M, _RFF_BLOCK):
+            Vj = V[:, j:j + _RFF_BLOCK]
+            s = torch.sin(torch.bmm(xr, Vj.expand(k, *Vj.shape)) + b[j:j + _RFF_BLOCK]) * w[:, None, j:j + _RFF_BLOCK]
+            g.baddbmm_(s, Vj.T.expand(k, *Vj.T.shape))
+        return -math.sqrt(2.0 / self.M) * g[:, 0, :]
 
     def mean(self, x: torch.Tensor, w: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Σ_j w_j φ_j(x)`` (without the prior mean) for ``x [k, c, d]`` → ``[k, c]``."""

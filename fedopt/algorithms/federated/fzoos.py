@@ -202,17 +202,18 @@ class FZooS(FederatedAlgorithm):
             box = 2.0 * ctx.node_rng("explore").random(clients, (p.n_inits, d)) - 1.0
             self._query(ctx, state, clients, X[:, None, :] + 0.01 * box)
         self._query(ctx, state, clients, X[:, None, :])
-        gp = _LocalGP(p, tt, state, clients, X, window=p.window)
+        gp = _LocalGP(p, tt, state, clients, X, window=p.window,
+                      grow=(p.local_steps - 1) * (1 + p.active) if p.window == "trajectory" else 0)
         ready = bool(payload["ready"]) and p.correction
         if ready:
             wg = torch.tensor(np.asarray(payload["w"]), dtype=tt.dtype, device=tt.device).expand(k, -1)
-            wo = torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
+            wd = wg - torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
         m, v = np.zeros_like(X), np.zeros_like(X)
         for t in range(1, p.local_steps + 1):
             xt = torch.as_tensor(X, dtype=tt.dtype, device=tt.device)
             g = gp.grad(xt)
             if ready:
-                g = g + (p.gamma / t) * (tt.rff.grad(xt, wg, tt.V, tt.b) - tt.rff.grad(xt, wo, tt.V, tt.b))
+                g = g + (p.gamma / t) * tt.rff.grad(xt, wd, tt.V, tt.b)  # ∇μ̂ − ∇μ̂ᵢ: linear in w
             G = g.cpu().numpy()
             m = p.beta1 * m + (1.0 - p.beta1) * G
             v = p.beta2 * v + (1.0 - p.beta2) * G * G
@@ -277,8 +278,8 @@ class _LocalGP:
     """A block of clients' local GPs on their windows, kept current as queries arrive."""
 
     def __init__(self, p: FZooSParams, tt: _Tensors, state: State, clients: IntArray, X: FloatArray,
-                 window: str) -> None:
-        self.p, self.tt, self.window = p, tt, window
+                 window: str, grow: int = 0) -> None:
+        self.p, self.tt, self.window, self.grow = p, tt, window, grow
         self._fit(state, clients, X)
 
     def _fit(self, state: State, clients: IntArray, X: FloatArray) -> None:
@@ -289,7 +290,8 @@ class _LocalGP:
         self._shift = torch.as_tensor(yw.min(axis=1), dtype=tt.dtype, device=tt.device)
         kern = Kernel(p.kernel, p.lengthscale)
         Xt = torch.as_tensor(Xw, dtype=tt.dtype, device=tt.device)
-        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=None if p.y_scale == "center" else torch.zeros_like(s))
+        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=None if p.y_scale == "center" else torch.zeros_like(s),
+                            capacity=Xt.shape[1] + self.grow)
         self.s = s
 
     def add(self, P: FloatArray, y: FloatArray, state: State, clients: IntArray, X: FloatArray) -> None:
