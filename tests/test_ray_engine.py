@@ -367,12 +367,11 @@ def test_plan_orders_calls_by_dependency() -> None:
     top = Topology.from_networkx("cycle", nx.cycle_graph(8))
     block = PoissonClocks(np.ones(8), top.edges, np.ones(8)).sample(np.random.default_rng(0), 0.0, 200)
     owner = owner_of(contiguous_shards(8, 3), 8)
-    calls, n_cross = plan_block(schedule_levels(block, 8), owner, 3)
-    assert n_cross > 0
+    bp = plan_block(schedule_levels(block, 8), owner, 3)
+    assert bp.n_cross > 0
     seen = set()
-    per_shard_events = 0
-    for c in calls:
+    for c in bp.calls:
         assert all(i in seen for i in c.inputs)
         seen.add((c.shard, c.index))
-        per_shard_events += len(c.plan["c_nodes"]) + len(c.plan["g_a"])
-    assert per_shard_events + n_cross == len(block)
+    per_shard_events = sum(len(p["ev_a"]) for p in bp.plans)
+    assert per_shard_events + bp.n_cross == len(block)

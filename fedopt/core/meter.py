@@ -56,16 +56,20 @@ class _LazyCounter:
         self._idx: list[np.ndarray] = []
         self._w: list[np.ndarray | float] = []
         self._scalar_total = 0.0
+        #: Whether anything was ever added (or loaded): ``False`` means every count is zero.
+        self.touched = False
 
     def add(self, idx: np.ndarray, weight: np.ndarray | float = 1.0) -> None:
         if np.ndim(idx) == 0:
             idx = np.asarray([idx])
         self._idx.append(idx)
         self._w.append(weight)
+        self.touched = True
 
     def add_all(self, weight: float = 1.0) -> None:
         """Add ``weight`` to every index (one synchronous round of all nodes)."""
         self._scalar_total += weight
+        self.touched = True
 
     def flush(self) -> None:
         if self._idx:
@@ -101,11 +105,14 @@ class _PairCounter:
         self._a: list[np.ndarray] = []
         self._b: list[np.ndarray] = []
         self._w: list[np.ndarray | float] = []
+        #: Whether anything was ever added (or loaded): ``False`` means no pair is counted.
+        self.touched = False
 
     def add(self, node_a: np.ndarray, node_b: np.ndarray, weight: np.ndarray | float = 1.0) -> None:
         self._a.append(np.atleast_1d(node_a))
         self._b.append(np.atleast_1d(node_b))
         self._w.append(weight)
+        self.touched = True
 
     def flush(self) -> None:
         if not self._a:
@@ -207,6 +214,14 @@ class Meter:
             setattr(self, name, _LazyCounter(self.n))
         self.edge_messages = _PairCounter(self.n)
 
+    def untouched(self) -> bool:
+        """Whether nothing was ever counted into this meter (no per-node or per-pair count
+        added or loaded, every scalar count zero, no privacy record): a test that reduces
+        nothing, for a scratch meter whose counts are usually thrown away."""
+        return not (any(getattr(self, name).touched for name in NODE_COUNTERS) or self.edge_messages.touched
+                    or self.communications or self.server_floats or self.link_time or self.rounds
+                    or self.sim_time or self.privacy is not None)
+
     def flush(self) -> None:
         """Reduce every pending count now (a bad count raises here, at a record point)."""
         for name in NODE_COUNTERS:
@@ -256,6 +271,7 @@ class Meter:
             if totals.shape != (self.n,):
                 raise ValueError(f"meter state: {name} has shape {totals.shape}, expected ({self.n},)")
             c._totals = totals
+            c.touched = True
         self.edge_messages.load(d["edge_pairs"], d["edge_messages"])  # type: ignore[arg-type]
         self.communications = float(d["communications"])  # type: ignore[arg-type]
         self.server_floats = float(d["server_floats"])  # type: ignore[arg-type]

@@ -339,6 +339,11 @@ class Engine:
     def close(self) -> None:
         """Release resources (actors, communicators)."""
 
+    def placement(self) -> str:
+        """Where a run's work runs, in words, when not all in this process (the manifest's
+        execution mode names it); ``""``: in this process."""
+        return ""
+
 
 _ENGINES: dict[str, Callable[..., Engine]] = {}
 #: Engines whose module is imported on first use (they pull in heavy dependencies).

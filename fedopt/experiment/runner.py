@@ -147,13 +147,16 @@ def uses_ray_tasks(address: str | None, parallel: int) -> bool:
     return address is not None or parallel > 1
 
 
-def execution_mode(address: str | None, parallel: int | None) -> str:
-    """How the runs execute, in words (logged, and recorded in the manifest)."""
+def execution_mode(address: str | None, parallel: int | None, placement: str = "") -> str:
+    """How the runs execute, in words (logged, and recorded in the manifest); ``placement``:
+    where the engine puts a run's work when not all in this process (e.g. the MPI ranks)."""
     if address is not None:
         at_once = f"{parallel} at once" if parallel is not None else "as many at once as the cluster fits"
         return f"Ray tasks on the cluster at {address}, {at_once}"
     if (parallel or 1) > 1:
         return f"Ray tasks on a local Ray instance started here, {parallel} at once (parallel > 1)"
+    if placement:
+        return f"one after the other, {placement}"
     return "one after the other in this process"
 
 
@@ -357,7 +360,7 @@ def run_experiment(
     except BaseException:
         eng.close()
         raise
-    mode = execution_mode(address, par)
+    mode = execution_mode(address, par, "" if on_ray else eng.placement())
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out)
     store.clean_temp_files()  # left by a killed sweep

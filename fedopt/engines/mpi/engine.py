@@ -113,6 +113,11 @@ class MpiEngine(Engine):
     def __init__(self) -> None:
         self.job = active_job()
 
+    def placement(self) -> str:
+        size = self.job.size
+        return (f"each run's shards on the {size} rank{'s' if size > 1 else ''} of this MPI job "
+                "(rank 0 drives the run and holds shard 0)")
+
     @property
     def transport(self) -> MpiTransport:
         assert self.job.transport is not None

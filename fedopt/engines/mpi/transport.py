@@ -19,6 +19,13 @@ point to point between the ranks that hold the two ends, never through rank 0. T
 partial sums of a federated round are reduced over a binomial tree of the ranks
 (:meth:`MpiTransport.reduce_sum`).
 
+Rows go as buffers, not pickles: an output sent from rank to rank is packed into one
+byte buffer (a numeric array as a short header and its raw bytes, anything else pickled
+behind a one-word header, :func:`pack`) and sent with a buffer ``Isend``; the receiver
+matches it with ``improbe``, receives it into a buffer of the probed size and reads the
+array in place (:func:`unpack`). The driver learns that a block of calls ran from one
+``sync`` message per rank (:meth:`MpiTransport.wait`), not from their outputs.
+
 Waits poll (``improbe``) and back off into short sleeps, so ranks that oversubscribe
 the cores yield to each other instead of spinning.
 
@@ -62,8 +69,8 @@ YIELD_S = 5e-3
 MAX_SLEEP_S = 1e-3
 
 #: The worker methods a rank runs for rank 0.
-WORKER_METHODS = frozenset({"setup", "snapshot", "restore", "run_segment", "client_update", "row_step", "info",
-                            "ping"})
+WORKER_METHODS = frozenset({"setup", "snapshot", "restore", "run_segment", "client_update", "row_step", "row_inner",
+                            "info", "ping"})
 
 #: How long a failed rank waits for rank 0 to end the job before it ends it itself (seconds).
 FAIL_GRACE_S = 30.0
@@ -119,16 +126,80 @@ def _copy(obj: Any) -> Any:
     return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+#: First word of a data message (:func:`pack`): one array's header and raw bytes follow, or a pickle.
+RAW, PICKLED = 1, 2
+
+
+def _dtype_word(dtype: np.dtype) -> int:
+    return int.from_bytes(dtype.str.encode("ascii").ljust(8, b"\0"), "little")
+
+
+def pack(obj: Any) -> np.ndarray:
+    """``obj`` as one byte buffer for a buffer send: a numeric array as the words ``RAW``,
+    its dtype, ``ndim`` and shape followed by its raw bytes (one copy, no pickle); anything
+    else as the word ``PICKLED`` followed by its pickle."""
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biufc":
+        head = np.array([RAW, _dtype_word(obj.dtype), obj.ndim, *obj.shape], dtype=np.int64)
+        buf = np.empty(head.nbytes + obj.nbytes, dtype=np.uint8)
+        buf[:head.nbytes] = head.view(np.uint8)
+        if obj.nbytes:
+            buf[head.nbytes:] = np.ascontiguousarray(obj).reshape(-1).view(np.uint8)
+        return buf
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    buf = np.empty(8 + len(data), dtype=np.uint8)
+    buf[:8] = np.array([PICKLED], dtype=np.int64).view(np.uint8)
+    buf[8:] = np.frombuffer(data, dtype=np.uint8)
+    return buf
+
+
+def unpack(buf: np.ndarray) -> Any:
+    """The object of a :func:`pack` buffer (an array is read in place: a view of ``buf``)."""
+    kind = int(buf[:8].view(np.int64)[0])
+    if kind == PICKLED:
+        return pickle.loads(buf[8:].data)
+    if kind != RAW:
+        raise RuntimeError(f"mpi transport: a data message of unknown kind {kind}")
+    dtype_word, ndim = buf[8:24].view(np.int64).tolist()
+    dtype = np.dtype(int(dtype_word).to_bytes(8, "little").rstrip(b"\0").decode("ascii"))
+    end = 24 + 8 * ndim
+    shape = tuple(buf[24:end].view(np.int64).tolist())
+    return buf[end:].view(dtype).reshape(shape)
+
+
+def send_data(comm: MPI.Comm, obj: Any, dest: int, tag: int) -> tuple[MPI.Request, np.ndarray]:
+    """Start a buffer send of ``obj`` (:func:`pack`); the buffer must live until the request completes."""
+    buf = pack(obj)
+    return comm.Isend([buf, MPI.BYTE], dest, tag), buf
+
+
+def _take_data(msg: MPI.Message, status: MPI.Status) -> Any:
+    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+    msg.Recv([buf, MPI.BYTE])
+    return unpack(buf)
+
+
+def wait_data(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | None = None,
+              yield_s: float = YIELD_S) -> Any:
+    """The next :func:`send_data` object from ``source`` with ``tag``, polling as :func:`wait_recv`."""
+    return _poll(comm, source, tag, _take_data, idle, yield_s)
+
+
 def wait_recv(comm: MPI.Comm, source: int, tag: int, idle: Callable[[], None] | None = None,
               yield_s: float = YIELD_S) -> Any:
     """The next object from ``source`` with ``tag``, polling (see :data:`YIELD_S`); ``idle()``
     runs between polls (rank 0 checks for failure reports there)."""
+    return _poll(comm, source, tag, lambda msg, status: msg.recv(), idle, yield_s)
+
+
+def _poll(comm: MPI.Comm, source: int, tag: int, take: Callable[[MPI.Message, MPI.Status], Any],
+          idle: Callable[[], None] | None, yield_s: float) -> Any:
     t0 = 0.0
     sleep = 1e-5
+    status = MPI.Status()
     while True:
-        msg = comm.improbe(source, tag)
+        msg = comm.improbe(source, tag, status)
         if msg is not None:
-            return msg.recv()
+            return take(msg, status)
         if idle is not None:
             idle()
         now = time.perf_counter()
@@ -160,7 +231,8 @@ class Executor:
         self.worker = ShardWorker()
         self.outputs: dict[int, Any] = {}
         self.shared: dict[int, Any] = {}
-        self.pending: list[MPI.Request] = []
+        #: Sends not known to be complete, with the buffers they read.
+        self.pending: list[tuple[MPI.Request, np.ndarray | None]] = []
         #: Seconds this rank waited for other ranks' outputs (communication and load imbalance).
         self.wait_s = 0.0
 
@@ -176,7 +248,7 @@ class Executor:
             return self._output(spec[1], spec[2])
         # "in": an output of a call on rank spec[1], which sends it here with tag spec[2]
         t0 = time.perf_counter()
-        value = wait_recv(self.comm, spec[1], spec[2], self.idle, self.yield_s)
+        value = wait_data(self.comm, spec[1], spec[2], self.idle, self.yield_s)
         self.wait_s += time.perf_counter() - t0
         return value
 
@@ -202,10 +274,10 @@ class Executor:
                                        "traceback": traceback.format_exc()}) from exc
                 self.outputs[cid] = out
                 for part, dest, tag in forwards:
-                    self.pending.append(self.comm.isend(out if part is None else out[part], dest, tag))
+                    self.pending.append(send_data(self.comm, out if part is None else out[part], dest, tag))
             elif kind == "send":
                 _, cid, part, dest, tag = op
-                self.pending.append(self.comm.isend(self._output(cid, part), dest, tag))
+                self.pending.append(send_data(self.comm, self._output(cid, part), dest, tag))
             elif kind == "reduce":  # add the local outputs, then the children's sums; pass it up the tree
                 _, cid, local, tag = op
                 total = None
@@ -214,15 +286,15 @@ class Executor:
                 children, parent = tree(self.rank, self.comm.Get_size())
                 for child in children:
                     t0 = time.perf_counter()
-                    total = _add(total, wait_recv(self.comm, child, tag, self.idle, self.yield_s))
+                    total = _add(total, wait_data(self.comm, child, tag, self.idle, self.yield_s))
                     self.wait_s += time.perf_counter() - t0
                 if parent is None:
                     self.outputs[cid] = total
                 else:
-                    self.pending.append(self.comm.isend(total, parent, tag))
+                    self.pending.append(send_data(self.comm, total, parent, tag))
             elif kind == "ret":
                 _, cid, part = op
-                self.pending.append(self.comm.isend(self._output(cid, part), 0, TAG_RESULT))
+                self.pending.append((self.comm.isend(self._output(cid, part), 0, TAG_RESULT), None))
             elif kind == "free":
                 for cid in op[1]:
                     self.outputs.pop(cid, None)
@@ -233,18 +305,18 @@ class Executor:
                 self.outputs.clear()
                 self.shared.clear()
             elif kind == "sync":
-                self.pending.append(self.comm.isend(None, 0, TAG_RESULT))
+                self.pending.append((self.comm.isend(None, 0, TAG_RESULT), None))
             elif kind == "stop":
                 return False
             else:
                 raise RuntimeError(f"mpi transport: unknown op {kind!r}")
             if len(self.pending) > 32:
-                self.pending = [r for r in self.pending if not r.test()[0]]
+                self.pending = [(r, b) for r, b in self.pending if not r.test()[0]]
         return True
 
     def finish(self) -> None:
         """Wait until every send of this rank has been received."""
-        for r in self.pending:
+        for r, _ in self.pending:
             while not r.test()[0]:
                 time.sleep(1e-4)
         self.pending = []
@@ -315,6 +387,7 @@ class MpiTransport(Transport):
 
     engine = "mpi"
     shard_word = "rank"
+    overlaps = True
 
     def __init__(self, comm: MPI.Comm, yield_s: float = YIELD_S) -> None:
         if comm.Get_rank() != 0:
@@ -447,6 +520,19 @@ class MpiTransport(Transport):
                 out.append(wait_recv(self.comm, h.rank, TAG_RESULT, self.check_failures, self.local.yield_s))
         self.local.wait_s += time.perf_counter() - t0
         return out
+
+    def wait(self, handles: list[Any]) -> None:
+        """Return once the calls ``handles`` ran: each rank that holds some answers one ``sync``
+        after them (a rank runs its queue in order, and a call that raises ends the job), so
+        no output travels back."""
+        ranks = sorted({h.rank for h in handles if h.rank != 0})
+        for r in ranks:
+            self._ops[r].append(("sync",))
+        self._flush()
+        t0 = time.perf_counter()
+        for r in ranks:
+            wait_recv(self.comm, r, TAG_RESULT, self.check_failures, self.local.yield_s)
+        self.local.wait_s += time.perf_counter() - t0
 
     @property
     def wait_s(self) -> float:

@@ -3,7 +3,8 @@
 Shards are plain :class:`~fedopt.engines.sharded.worker.ShardWorker` objects in the
 driver's process and calls run at once, in submission order. Every argument and
 result is copied through :mod:`pickle` on its way, as a transport between processes
-would send it, so a shard shares no array with the driver or another shard. It runs
+would send it (a shared object once per shard), so a shard shares no array with the
+driver or another shard. It runs
 exactly what a distributed transport runs (partition, event plans, cross-shard
 gossip, meter merge, checkpoints), without starting anything: a fast way to check
 sharding, and the smallest example of a :class:`~fedopt.engines.sharded.transport.Transport`.
@@ -38,10 +39,29 @@ class _Handle:
         self.value = value
 
 
+class _Shared:
+    """An object shared by many calls: each shard gets its own copy once, with its first
+    call that takes it (as a transport between processes sends it once per process)."""
+
+    __slots__ = ("copies", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.copies: dict[int, Any] = {}
+
+    def for_shard(self, shard: int) -> Any:
+        if shard not in self.copies:
+            self.copies[shard] = _sent(self.value)
+        return self.copies[shard]
+
+
 class InProcessTransport(Transport):
     """``size`` shard workers in this process (see the module docstring)."""
 
     engine = "sharded"
+    #: Calls run at once, so nothing overlaps here; the core still splits graph products into
+    #: inner and boundary rows as for MPI, which the equivalence tests check bit for bit.
+    overlaps = True
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -58,11 +78,12 @@ class InProcessTransport(Transport):
         for i, (w, nodes) in enumerate(zip(self.workers, shards)):
             w.setup(_sent(spec), _sent(prepared), i, _sent(nodes))
 
-    def share(self, obj: Any) -> _Handle:
-        return _Handle(_sent(obj))
+    def share(self, obj: Any) -> _Shared:
+        return _Shared(_sent(obj))
 
     def submit(self, shard: int, method: str, *args: Any) -> _Handle:
-        given = [_sent(a.value) if isinstance(a, _Handle) else _sent(a) for a in args]
+        given = [a.for_shard(shard) if isinstance(a, _Shared) else _sent(a.value) if isinstance(a, _Handle)
+                 else _sent(a) for a in args]
         return _Handle(_sent(getattr(self.workers[shard], method)(*given)))
 
     def submit_parts(self, shard: int, method: str, parts: int, *args: Any) -> list[_Handle]:

@@ -5,10 +5,11 @@ How a run is spread (the driver is the process that runs the simulation):
 * **Event-based algorithms** — the driver owns the seeded event stream and
   the virtual clock (the same :class:`~fedopt.engines.base.Simulation` draws
   it as in the local engine), cuts each block into dependency levels and
-  hands every shard the plan of its events (:mod:`fedopt.engines.sharded.plan`):
-  runs of levels without cross-shard gossip go in one call per shard, cross-shard
-  gossip is done in two phases with the peer messages passed between shards
-  as handles of the calls' outputs. Nodes are placed with a graph partition that
+  hands every shard the plan of its events, once per block
+  (:mod:`fedopt.engines.sharded.plan`): runs of levels without cross-shard gossip go
+  in one call per shard, cross-shard gossip is done in two phases with the peer
+  messages passed between shards as handles of the calls' outputs (a call carries
+  only its index in the plan and those messages). Nodes are placed with a graph partition that
   keeps edges inside shards (:mod:`fedopt.engines.sharded.partition`).
 * **Federated algorithms** — the driver runs ``configure`` on the server keys,
   shares the payload (and the server's arrays) once per round, each shard runs
@@ -23,7 +24,10 @@ How a run is spread (the driver is the process that runs the simulation):
   its own rows (gradients, counting) and answers each graph product with a halo
   exchange (:mod:`fedopt.engines.sharded.halo`): it sends only its boundary rows to
   the shards whose block touches them, receives its halo rows, and multiplies its
-  block ``op[own, own ∪ halo]``. The driver chains the steps of a run of rounds
+  block ``op[own, own ∪ halo]``; with a transport that runs a shard's next call while
+  the halo travels (:attr:`~fedopt.engines.sharded.transport.Transport.overlaps`), a call
+  of its own multiplies the rows that need no halo row first, and the step that receives
+  the halo only the boundary rows. The driver chains the steps of a run of rounds
   (each step takes the other shards' outputs of the previous one as handles, so the
   rows go from shard to shard) and waits only at the end; checkpoints stay at round
   boundaries. Nodes are placed with the graph partition, so the halo is small.
@@ -293,6 +297,9 @@ class ShardedSimulation(Simulation):
             else:
                 sent = [tr.submit_parts(i, "row_step", k, *args[i]) for i in range(k)]
                 last = [part for parts in sent for part in parts]
+                if tr.overlaps and j < len(steps) - 1:  # (the last step leaves no product pending)
+                    for i in range(k):  # the inner rows of the next product while the halo travels
+                        tr.submit(i, "row_inner", self._period_index)
         self._tick("round")
         tr.gather(last)
         self._send_shards = False
@@ -307,15 +314,19 @@ class ShardedSimulation(Simulation):
         if len(block) == 0:
             return
         sched = schedule_levels(block, self.ctx.n)
-        calls, n_cross = plan_block(sched, self.owner, len(self.shards))
-        self.cross_events += n_cross
+        bp = plan_block(sched, self.owner, len(self.shards))
+        self.cross_events += bp.n_cross
         tr = self.transport
+        plans: dict[int, Any] = {}  # each shard's plan of the block, sent once
         handles: dict[tuple[int, int], Any] = {}
-        for c in calls:
+        for c in bp.calls:
+            plan = plans.get(c.shard)
+            if plan is None:
+                plan = plans[c.shard] = tr.share(bp.plans[c.shard])
             inputs = [handles[i] for i in c.inputs]
-            handles[(c.shard, c.index)] = tr.submit(c.shard, "run_segment", self._period_index, c.plan, *inputs)
+            handles[(c.shard, c.index)] = tr.submit(c.shard, "run_segment", self._period_index, plan, c.index, *inputs)
         self._tick("events")
-        tr.gather(list(handles.values()))
+        tr.wait(list(handles.values()))
 
 
 def run_on_driver(spec: RunSpec, engine: str, progress: Callable[[float], None] | None = None) -> RunResult:

@@ -29,11 +29,15 @@ class Transport(ABC):
 
     ``engine``: the engine's name and ``shard_word``: what holds a shard (``"actor"``,
     ``"rank"``), for messages; ``size``: how many shards it can hold (a run uses at most
-    one per node).
+    one per node); ``overlaps``: see the attribute.
     """
 
     engine: str = ""
     shard_word: str = "shard"
+    #: Whether a worker runs its next queued call while the inputs of a later one travel
+    #: (then the core has every shard multiply the rows of a graph product that need no
+    #: halo row in a call of its own, before the call that receives the halo).
+    overlaps: bool = False
 
     @property
     @abstractmethod
@@ -66,6 +70,12 @@ class Transport(ABC):
     def gather(self, handles: list[Any]) -> list[Any]:
         """The outputs of the calls ``handles``, in that order; a worker's error is raised as
         is, and a lost worker as :class:`ShardLost`."""
+
+    def wait(self, handles: list[Any]) -> None:
+        """Return once the calls ``handles`` have run (their outputs are not needed), raising
+        as :meth:`gather` does. This default gathers them; a transport that can tell a call
+        ran without sending its output back (MPI) overrides it."""
+        self.gather(handles)
 
     def reduce_sum(self, handles: list[Any]) -> dict[str, Any]:
         """The sum of the outputs of the calls ``handles``: dicts with the same keys, whose

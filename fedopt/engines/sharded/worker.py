@@ -151,8 +151,10 @@ class ShardWorker:
         self.rng = ShardStreams(spec.seed, self.shard, run_rng.per_node, self.nodes)
         self.ctx.rng = self.rng
         self._own_msgs: np.ndarray | None = None
+        self._scratch: Meter | None = None
         self.device = str(getattr(self.ctx.problem, "device", device or "cpu"))  # where the oracles run
         self._row_round: Any = None
+        self._inner: np.ndarray | None = None
         self._products = 0
         self._shards: list[IntArray] | None = None
         self._plans: dict[tuple[int, str], HaloPlan] = {}
@@ -193,6 +195,7 @@ class ShardWorker:
         self.rng.set_state(rng)
         self._own_msgs = None
         self._row_round = None
+        self._inner = None
         self._set_period(period_index)
 
     def _set_period(self, period_index: int) -> None:
@@ -207,9 +210,13 @@ class ShardWorker:
 
     @contextmanager
     def _scratch_meter(self) -> Iterator[Meter]:
-        """Count into a fresh meter (handlers run on rows this shard does not own)."""
+        """Count into a scratch meter (handlers run on rows this shard does not own). The
+        scratch meter is kept while nothing is counted into it (the usual case), so a call
+        costs no new meter."""
         ctx, real = self.ctx, self.meter
-        scratch = Meter(n=real.n, bytes_per_float=real.bytes_per_float)
+        scratch = self._scratch
+        if scratch is None or scratch.n != real.n or scratch.bytes_per_float != real.bytes_per_float:
+            scratch = self._scratch = Meter(n=real.n, bytes_per_float=real.bytes_per_float)
         scratch.epsilon = real.epsilon
         ctx.meter = ctx.oracle.meter = ctx.channel.meter = scratch
         try:
@@ -218,7 +225,14 @@ class ShardWorker:
             ctx.meter = ctx.oracle.meter = ctx.channel.meter = real
 
     def _keep_counts(self, scratch: Meter, nodes: IntArray, scalars: bool) -> None:
+        """Add the scratch meter's counts of ``nodes`` (and with ``scalars`` its run-level
+        counts) to the shard's meter; a scratch meter that counted anything is replaced."""
         real = self.meter
+        if scalars:
+            real.epsilon = scratch.epsilon
+        if scratch.untouched():
+            return
+        self._scratch = None
         for name in NODE_COUNTERS:
             vals = getattr(scratch, name).values
             if vals.any():
@@ -230,72 +244,70 @@ class ShardWorker:
             pairs, counts = scratch.edge_messages.pairs(), scratch.edge_messages.values
             if len(pairs):
                 real.edge_messages.add(pairs[:, 0], pairs[:, 1], counts)
-            real.epsilon = scratch.epsilon
 
     # ---- event-based algorithms ----------------------------------------------------------
-    def run_segment(self, period_index: int, plan: dict[str, Any], *peer_outputs: np.ndarray) -> np.ndarray | None:
-        """Finish the pending cross-shard gossip, run whole levels, start the next cross level.
-
-        ``plan["pending"]`` lists this shard's endpoints of the last cross-shard
-        level (in the order of the messages it returned then), with where each
-        peer's message is in ``peer_outputs``; ``plan`` then has this shard's
-        compute and intra-shard gossip events of consecutive levels, and
-        ``plan["out"]`` the endpoints whose messages start the next cross level.
+    def run_segment(self, period_index: int, plan: dict[str, Any], seg: int,
+                    *peer_outputs: np.ndarray) -> np.ndarray | None:
+        """Call ``seg`` of this shard's ``plan`` of a block (see
+        :func:`~fedopt.engines.sharded.plan.plan_block`): finish the cross-shard gossip of
+        cross level ``seg - 1`` with the peers' messages ``peer_outputs`` (the outputs of the
+        call's inputs), run the shard's compute and intra-shard gossip events of the levels
+        up to cross level ``seg``, and return this shard's messages that start it (``None``
+        after the last cross level).
         """
         algo = self.algo
         assert isinstance(algo, EventAlgorithm)
         self._set_period(period_index)
         state, ctx = self.state, self.ctx
-        pend = plan.get("pending")
-        if pend is not None:
-            self._finish_cross(pend, peer_outputs)
-        c_nodes, c_t, c_lv = plan["c_nodes"], plan["c_t"], plan["c_lv"]
-        g_a, g_b, g_t, g_e, g_lv = plan["g_a"], plan["g_b"], plan["g_t"], plan["g_e"], plan["g_lv"]
-        if len(c_lv) or len(g_lv):
-            levels = np.union1d(c_lv, g_lv)
-            cs = np.searchsorted(c_lv, levels, "left").tolist()
-            ce = np.searchsorted(c_lv, levels, "right").tolist()
-            gs = np.searchsorted(g_lv, levels, "left").tolist()
-            ge = np.searchsorted(g_lv, levels, "right").tolist()
+        seg = int(seg)
+        if seg > 0:
+            self._finish_cross(plan, seg - 1, peer_outputs)
+        r0, r1 = plan["seg_run"][seg:seg + 2].tolist()
+        if r1 > r0:
+            at = plan["run_at"][r0:r1 + 1].tolist()
+            gossip = plan["run_g"][r0:r1].tolist()
+            ev_a, ev_b, ev_t, ev_e = plan["ev_a"], plan["ev_b"], plan["ev_t"], plan["ev_e"]
             on_compute = algo.on_compute
-            for i in range(len(levels)):
-                if ce[i] > cs[i]:
-                    on_compute(state, ctx, c_nodes[cs[i]:ce[i]], c_t[cs[i]:ce[i]])
-                if ge[i] > gs[i]:
-                    s, e = gs[i], ge[i]
-                    apply_gossip_pairs(algo, state, ctx, g_a[s:e], g_b[s:e], g_t[s:e], g_e[s:e])
-        out = plan.get("out")
-        if out is None:
+            for i, g in enumerate(gossip):
+                s, e = at[i], at[i + 1]
+                if g:
+                    apply_gossip_pairs(algo, state, ctx, ev_a[s:e], ev_b[s:e], ev_t[s:e], ev_e[s:e])
+                else:
+                    on_compute(state, ctx, ev_a[s:e], ev_t[s:e])
+        x_at = plan["x_at"]
+        if seg >= len(x_at) - 1:
             self._own_msgs = None
             return None
-        msgs = np.array(algo.gossip_message(state, ctx, out["nodes"], out["t"]))
+        x0, x1 = x_at[seg:seg + 2].tolist()
+        msgs = np.array(algo.gossip_message(state, ctx, plan["x_mine"][x0:x1], plan["x_t"][x0:x1]))
         self._own_msgs = msgs
         return msgs
 
-    def _finish_cross(self, pend: dict[str, np.ndarray], peer_outputs: tuple[np.ndarray, ...]) -> None:
-        """``on_gossip`` for this shard's endpoints of cross-shard edges.
+    def _finish_cross(self, plan: dict[str, Any], c: int, peer_outputs: tuple[np.ndarray, ...]) -> None:
+        """``on_gossip`` for this shard's endpoints of the cross-shard edges of its cross
+        level ``c`` (the plan's records ``[x_at[c], x_at[c + 1])``).
 
-        Each group is called in the engine's pair layout (row ``k`` and ``k + K``
-        are the endpoints of one edge, first endpoints first); the peer's rows
-        are scratch rows here and their counts are dropped. The shard holding
-        an edge's first endpoint counts the exchange and any run-level counter.
+        Each side is called in the engine's pair layout (row ``k`` and ``k + K`` are
+        the endpoints of one edge, first endpoints first): first the events whose first
+        endpoint is here, then those whose second endpoint is here. The peer's rows are
+        scratch rows here and their counts are dropped. The shard holding an edge's first
+        endpoint counts the exchange and any run-level counter.
         """
         algo = self.algo
         assert isinstance(algo, EventAlgorithm) and self._own_msgs is not None
         own = self._own_msgs
-        src, prow = pend["src"], pend["prow"]
-        peer = np.empty_like(own)
-        for s in np.unique(src).tolist():
-            m = src == s
-            peer[m] = np.asarray(peer_outputs[s])[prow[m]]
-        side, mine, other, t, edges = pend["side"], pend["mine"], pend["other"], pend["t"], pend["edge"]
+        x0, x1 = plan["x_at"][c:c + 2].tolist()
+        k0 = int(plan["x_first"][c])
+        got = peer_outputs[0] if len(peer_outputs) == 1 else np.concatenate(peer_outputs)
+        peer = np.asarray(got)[plan["x_pidx"][x0:x1]]
+        mine, other = plan["x_mine"][x0:x1], plan["x_other"][x0:x1]
+        t, edges = plan["x_t"][x0:x1], plan["x_edge"][x0:x1]
         concat = np.concatenate
-        for first in (True, False):
-            m = side == (0 if first else 1)
-            if not m.any():
+        for first, sl in ((True, slice(0, k0)), (False, slice(k0, x1 - x0))):
+            if sl.stop <= sl.start:
                 continue
-            o, p, tt = own[m], peer[m], t[m]
-            own_nodes, peer_nodes = mine[m], other[m]
+            o, p, tt = own[sl], peer[sl], t[sl]
+            own_nodes, peer_nodes = mine[sl], other[sl]
             if first:
                 nodes, mo, mp = concat((own_nodes, peer_nodes)), concat((o, p)), concat((p, o))
             else:
@@ -304,7 +316,7 @@ class ShardWorker:
                 algo.on_gossip(self.state, self.ctx, nodes, concat((tt, tt)), mo, mp)
             self._keep_counts(scratch, own_nodes, scalars=first)
             if first:
-                self.ctx.channel.exchange(own_nodes, peer_nodes, edges[m], o.shape[1])
+                self.ctx.channel.exchange(own_nodes, peer_nodes, edges[sl], o.shape[1])
         self._own_msgs = None
 
     # ---- federated algorithms ----------------------------------------------------------------
@@ -373,6 +385,15 @@ class ShardWorker:
             self.halo_bytes_sent += v.nbytes
         return out
 
+    def row_inner(self, period_index: int) -> None:
+        """The rows of the pending graph product that need no halo row (see
+        :meth:`HaloPlan.inner_product`), computed ahead: a transport that runs this call
+        while the halo rows travel overlaps the exchange with the product; the next
+        :meth:`row_step` only multiplies the boundary rows."""
+        self._set_period(period_index)
+        if self._row_round is not None and self._shards is not None:
+            self._inner = self._plan(self._mix.op).inner_product(self._mix.rows)
+
     def row_step(self, period_index: int, finish: bool, start: int, shards: list[IntArray] | None,
                  *received: np.ndarray | None) -> list[np.ndarray | None]:
         """One step of synchronous rounds in this shard's rows (:class:`RowRoundAlgorithm`).
@@ -398,7 +419,8 @@ class ShardWorker:
         if self._row_round is not None:
             others = [j for j in range(len(received) + 1) if j != self.shard]
             rows = {j: v for j, v in zip(others, received) if v is not None}
-            answer = self._plan(self._mix.op).product(self._mix.rows, rows)
+            inner, self._inner = self._inner, None
+            answer = self._plan(self._mix.op).product(self._mix.rows, rows, inner)
             out = self._advance(answer)
             if finish and out is not None:
                 want = algo.products(self.ctx)
