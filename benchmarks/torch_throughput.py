@@ -2,6 +2,7 @@
 
     python benchmarks/torch_throughput.py [--device cpu|cuda|cuda:K] [--nodes 10 100 1000]
         [--sizes 1k 100k 1M] [--samples 32] [--min-time 1.0] [--budget-gb 1.5] [--threads T]
+        [--clock wall|cpu]
 
 Both sides compute the full local gradient of every node of an MLP (``Linear(d_in, h) →
 softplus → Linear(h, 1)``, squared loss, the network of ``mlp_regression``) on the same
@@ -9,17 +10,22 @@ data (``--samples`` samples per node, standard normal features and targets), in 
 from the same iterates (a float64 numpy block ``[k, d]``, as an algorithm's state holds
 them) into a float64 numpy block ``[k, d]``:
 
-* **vmapped**: :meth:`TorchModelProblem.grad` (``torch.func`` ``grad`` under ``vmap`` over
-  the nodes of a block and over samples), one call per block of nodes;
+* **vmapped**: :meth:`TorchModelProblem.grad`, one call per block of nodes (for this
+  Linear/activation stack: batched matrix products over the nodes of a chunk, see
+  :func:`~fedopt.problems.torch_model._stack_grad_kernel`; other modules: ``torch.func``
+  ``grad`` under ``vmap`` over the nodes and samples);
 * **loop**: what federated frameworks do: a Python loop over nodes, each with its own
   ``nn.Module`` copy: load the node's parameters into it, forward the node's samples,
   ``backward()``, copy the gradient out.
 
-Node gradients are evaluated in blocks of nodes so that the iterates, gradients and
+Both sides do what a gradient oracle does: each call returns a new float64 block ``[k, d]``
+for the ``k`` nodes of a block (the loop fills a new block row by row), which the caller
+keeps. Node gradients are evaluated in blocks of nodes so that the iterates, gradients and
 their float32 copies of one block stay under ``--budget-gb`` (both sides use the same
 blocks; the loop holds one module copy per node of a block, reused by the next block).
-Each side is warmed by one untimed pass over all nodes, then timed passes repeat until
-``--min-time`` seconds have passed (at least one); the figure is the median pass.
+Each side is warmed by one untimed pass over all nodes, then timed passes of the two sides
+alternate (so that both see the same load on a shared machine) until each has had
+``--min-time`` seconds (at least one pass each); the figure is the median pass.
 The largest difference between the two sides' gradients (relative to the largest
 entry) is printed as a check that both compute the same thing.
 """
@@ -53,16 +59,19 @@ def block_size(n: int, d: int, budget_bytes: float) -> int:
     return max(1, min(n, int(budget_bytes // (24 * d))))
 
 
-def timed(fn: Callable[[], object], min_time: float) -> tuple[float, int]:
-    """Median seconds of ``fn()`` over repeats that fill ``min_time`` (after one warm-up call), and the repeats."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while not times or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
+def timed(fns: list[Callable[[], object]], min_time: float,
+          clock: Callable[[], float] = time.perf_counter) -> list[tuple[float, int]]:
+    """Median seconds of each of ``fns`` on ``clock`` and its repeats: one warm-up call each,
+    then one call of each in turn until each has had ``min_time`` seconds (at least one call each)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
+    times: list[list[float]] = [[] for _ in fns]
+    while any(sum(t) < min_time for t in times):
+        for fn, t in zip(fns, times):
+            t0 = clock()
+            fn()
+            t.append(clock() - t0)
+    return [(statistics.median(t), len(t)) for t in times]
 
 
 def sync(device: torch.device) -> None:
@@ -71,7 +80,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_one(n: int, d_in: int, hidden: int, samples: int, device: str, budget: float,
-              min_time: float) -> dict[str, float]:
+              min_time: float, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     rng = np.random.default_rng(0)
     A = rng.standard_normal((n, samples, d_in)).astype(np.float32)
     Y = rng.standard_normal((n, samples, 1)).astype(np.float32)
@@ -81,20 +90,20 @@ def bench_one(n: int, d_in: int, hidden: int, samples: int, device: str, budget:
     blocks = [np.arange(s, min(n, s + B)) for s in range(0, n, B)]
     x0 = prob.initial_parameters()
     Xb = (x0 + 0.1 * rng.standard_normal((B, d))).astype(np.float64)  # the iterates of a block (reused)
-    out = np.empty((B, d))
+    last: dict[str, np.ndarray] = {}
 
     def vmapped() -> None:
         for nodes in blocks:
-            out[: len(nodes)] = prob.grad(Xb[: len(nodes)], nodes)
+            last["vmapped"] = prob.grad(Xb[: len(nodes)], nodes)
 
     At = torch.as_tensor(A, device=dev)
     Yt = torch.as_tensor(Y, device=dev)
     with torch.random.fork_rng(devices=[]):
         copies = [mlp(d_in, hidden).to(device=dev, dtype=torch.float32) for _ in range(B)]
-    out_loop = np.empty((B, d))
 
     def loop() -> None:
         for nodes in blocks:
+            out_loop = np.empty((len(nodes), d))
             for k, i in enumerate(nodes.tolist()):
                 mod = copies[k]
                 nn.utils.vector_to_parameters(torch.as_tensor(Xb[k], dtype=torch.float32, device=dev),
@@ -103,12 +112,12 @@ def bench_one(n: int, d_in: int, hidden: int, samples: int, device: str, budget:
                 loss = ((mod(At[i]) - Yt[i]) ** 2).sum(dim=1).mean()
                 loss.backward()
                 out_loop[k] = nn.utils.parameters_to_vector(p.grad for p in mod.parameters()).cpu().numpy()
+            last["loop"] = out_loop
         sync(dev)
 
-    t_v, r_v = timed(vmapped, min_time)
-    t_l, r_l = timed(loop, min_time)
-    k = len(blocks[-1])
-    err = float(np.abs(out[:k] - out_loop[:k]).max() / max(1e-30, np.abs(out_loop[:k]).max()))
+    (t_v, r_v), (t_l, r_l) = timed([vmapped, loop], min_time, clock)
+    a, b = last["vmapped"], last["loop"]
+    err = float(np.abs(a - b).max() / max(1e-30, np.abs(b).max()))
     return {"n": n, "d": d, "block": B, "vmap_s": t_v, "loop_s": t_l, "vmap_rate": n / t_v, "loop_rate": n / t_l,
             "reps_v": r_v, "reps_l": r_l, "err": err}
 
@@ -134,7 +143,13 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed passes per side (at least one)")
     ap.add_argument("--budget-gb", type=float, default=1.5, help="memory of one block's iterates and gradients")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: elapsed time; cpu: this thread's CPU time (with --threads 1 on the CPU: "
+                         "the work done, not the waits for a core that other processes hold)")
     args = ap.parse_args()
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        ap.error("--clock cpu measures one thread on the CPU: use it with --device cpu --threads 1")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     if args.device != "cpu" and not (args.device == "cuda" or args.device.startswith("cuda:")):
         ap.error(f"--device must be cpu, cuda or cuda:K, got {args.device!r}")
     if args.device != "cpu" and not torch.cuda.is_available():
@@ -143,14 +158,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(machine_line(torch.device(args.device)))
     print(f"load average at start {os.getloadavg()[0]:.2f}; float32; {args.samples} samples per node; "
-          f"blocks of nodes under {args.budget_gb:g} GB\n")
+          f"blocks of nodes under {args.budget_gb:g} GB; {args.clock} clock\n")
     print("| model | d (params) | n | nodes per block | vmapped node-grads/s | loop node-grads/s | vmapped / loop "
           "| max rel diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         d_in, hidden = SIZES[size]
         for n in args.nodes:
-            r = bench_one(n, d_in, hidden, args.samples, args.device, args.budget_gb * 1e9, args.min_time)
+            r = bench_one(n, d_in, hidden, args.samples, args.device, args.budget_gb * 1e9, args.min_time, clock)
             print(f"| MLP {d_in}-{hidden}-1 ({size}) | {r['d']:,} | {n} | {r['block']} | {r['vmap_rate']:,.0f} "
                   f"| {r['loop_rate']:,.0f} | {r['vmap_rate'] / r['loop_rate']:.1f}x | {r['err']:.1e} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")

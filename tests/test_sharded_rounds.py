@@ -179,19 +179,27 @@ def test_rounds_without_round_rows_run_on_the_driver_and_say_so() -> None:
                            "not in shards (it has no round_rows)")
 
 
-def test_halo_plan_products_equal_the_full_product() -> None:
+@pytest.mark.parametrize("dense", [False, True])
+def test_halo_plan_products_equal_the_full_product(dense: bool) -> None:
     """Each shard's block product from its own rows and the rows the others send it equals
-    its rows of ``op @ X``, for a nonsymmetric, read-only sparse operator and an unbalanced
-    partition."""
+    its rows of ``op @ X``, for a nonsymmetric, read-only operator (sparse, or dense as the
+    mixing matrices of small graphs are) and an unbalanced partition. A dense operator gets
+    dense blocks (BLAS products, as the local engine's ``W @ X``), a sparse one CSR blocks."""
     rng = np.random.default_rng(0)
     n = 23
     op = (sp.random(n, n, density=0.15, random_state=1, format="csr") + sp.identity(n)).tocsr()
     for a in (op.data, op.indices, op.indptr):  # as a transport may deliver it (zero-copy, read-only)
         a.setflags(write=False)
+    if dense:
+        op = op.toarray()
+        op.setflags(write=False)
     X = rng.standard_normal((n, 3))
     shards = [np.sort(s) for s in np.split(rng.permutation(n), [4, 15])]
     plans = [halo_plan(op, shards, i) for i in range(len(shards))]
     full = op @ X
+    for plan in plans:
+        blocks = [plan.own, *(b for _, b in plan.halo.values())]
+        assert all(isinstance(b, np.ndarray) if dense else sp.issparse(b) for b in blocks)
     for i, (own, plan) in enumerate(zip(shards, plans)):
         received = {j: X[shards[j]][plans[j].send[i]] for j in plan.recv}
         for j in plan.recv:
@@ -246,3 +254,22 @@ def test_a_round_with_fewer_products_than_declared_is_an_error(engine: str) -> N
     assert got.status == "error"
     assert got.message.splitlines()[0] == ("ValueError: algorithm 'dgd': round_rows made 1 graph product(s); "
                                            "products() declares 2")
+
+
+@pytest.mark.parametrize("name", ["dgd", "msda"])
+def test_a_record_sends_and_copies_the_iterate_rows_once(name: str) -> None:
+    """Where an algorithm's iterates are one of its state keys (DGD's ``x``), a shard's
+    snapshot names that key instead of sending the same rows twice, and the driver reads the
+    iterates from the assembled state; the checkpoint shares the freshly assembled rows
+    instead of copying them. Where they are computed (MSDA's ``∇f*``), they still travel. The
+    trace is the local engine's either way."""
+    spec = _spec(name)
+    sim = ShardedSimulation(spec, InProcessTransport(2))
+    got = sim.run()
+    assert_same_run(make_engine("local").run(_spec(name)), got)
+    snap = sim.transport.workers[0].snapshot(sim.t, True, sim.row_keys)
+    if name == "dgd":
+        assert snap["X_key"] == "x" and "X" not in snap
+    else:
+        assert "X_key" not in snap and snap["X"].shape == (len(sim.shards[0]), PROB.d)
+    assert all(sim._ckpt["state"][k] is sim.state[k] for k in sim.row_keys)

@@ -149,6 +149,9 @@ class Kernels(NamedTuple):
     clipped_diff_sums: Callable[..., "torch.Tensor"]
     clipping: str
     sample_width: int
+    #: Full-batch gradients of a Linear/activation stack with batched matrix products
+    #: (:func:`_stack_grad_kernel`), ``None`` for other modules (``grad`` is used).
+    stack_grad: Callable[..., dict[str, "torch.Tensor"]] | None = None
 
 
 def _clip_scale(sq_norms: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
@@ -280,6 +283,78 @@ def _layerwise_kernels(
     return vmap(clipped_sums), vmap(clipped_diff_sums)
 
 
+def _stack_grad_kernel(
+    layers: list[tuple[str, "nn.Module"]],
+    loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
+) -> Callable[..., dict[str, "torch.Tensor"]]:
+    """Full-batch gradients of a Linear/activation stack (:func:`layerwise_plan`) for a block
+    of nodes with plain batched matrix products, not ``grad`` under ``vmap``.
+
+    ``stack_grad(params, A [k, b, in], Y [k, b, out], w [k, b], out=None)``: ``params`` maps
+    each parameter name to the block's ``[k, *shape]`` tensor (views of the iterates). The
+    forward pass is one ``baddbmm`` per Linear layer (``z = b + a Wᵀ``, every node with its
+    own ``W``); the backward pass is written out: ``δ_L = ∂/∂z_L Σ_j w_j ℓ(z_Lj, y_j)``
+    (autograd of the weighted losses), ``∇W = δᵀ a`` (one ``bmm``), ``∇b = Σ_j δ_j``,
+    ``δ ← (δ W) ∘ σ'(z)`` (the activation's vector-Jacobian product), the same products a
+    per-node ``backward()`` makes, batched over the nodes, with no gradient of the data. The
+    gradients are written into ``out`` (``{name: [k, *shape]}`` tensors, reused buffers)
+    where given, else into new tensors; returns the gradient dict."""
+    import torch
+    from torch import nn
+    from torch.func import vmap
+
+    def d_loss(z: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor") -> "torch.Tensor":
+        """``∂/∂z Σ_kj w_kj ℓ(z_kj, y_kj)`` (plain autograd on the last layer's outputs)."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_()
+            total = (w * vmap(vmap(loss))(z, Y)).sum()
+        return torch.autograd.grad(total, z)[0]
+
+    def act_vjp(m: "nn.Module", z: "torch.Tensor") -> tuple["torch.Tensor", Callable[..., Any]]:
+        """``σ(z)`` and the map ``δ ↦ δ ∘ σ'(z)`` of an elementwise activation (autograd)."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_()
+            a = m(z)
+        return a.detach(), lambda delta: torch.autograd.grad(a, z, delta)
+
+    n_linear = sum(isinstance(m, nn.Linear) for _, m in layers)
+
+    def stack_grad(params: Mapping[str, "torch.Tensor"], A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                   out: Mapping[str, "torch.Tensor"] | None = None) -> dict[str, "torch.Tensor"]:
+        h, tape = A, []
+        for name, m in layers:  # a loop over layers
+            if isinstance(m, nn.Linear):
+                W, b = params[f"{name}.weight"], params.get(f"{name}.bias")
+                Wt = W.transpose(1, 2)
+                z = torch.bmm(h, Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, Wt)
+                tape.append((name, m, h, W))
+                h = z
+            else:
+                h, back = act_vjp(m, h)
+                tape.append(back)
+        delta = d_loss(h, Y, w)
+        grads: dict[str, torch.Tensor] = {}
+        left = n_linear
+        for entry in reversed(tape):
+            if left == 0:  # below the first Linear layer: the data, no gradient
+                break
+            if not isinstance(entry, tuple):
+                (delta,) = entry(delta)
+                continue
+            name, m, a, W = entry
+            key = f"{name}.weight"
+            grads[key] = torch.bmm(delta.transpose(1, 2), a, out=None if out is None else out[key])
+            if m.bias is not None:
+                key = f"{name}.bias"
+                grads[key] = torch.sum(delta, dim=1, out=None if out is None else out[key])
+            left -= 1
+            if left:
+                delta = torch.bmm(delta, W)
+        return grads
+
+    return stack_grad
+
+
 def make_kernels(
     module: "nn.Module",
     loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
@@ -306,7 +381,9 @@ def make_kernels(
     ``clipping``: how the fused kernels work. ``vmap`` materializes each chunk's per-sample
     gradients ``[b, d]`` per node, clips and sums them (any module); ``layerwise`` never
     forms them (:func:`_layerwise_kernels`: a Linear/activation stack, :func:`layerwise_plan`,
-    on flat samples, ``sample_shape = (d_in,)``); ``auto`` takes ``layerwise`` where it applies."""
+    on flat samples, ``sample_shape = (d_in,)``); ``auto`` takes ``layerwise`` where it applies.
+    Such a stack also gets ``stack_grad`` (:func:`_stack_grad_kernel`), which the oracles
+    use for full-batch and minibatch gradients instead of ``grad``."""
     from torch import nn
     from torch.func import functional_call, grad, vmap
 
@@ -355,7 +432,8 @@ def make_kernels(
     else:
         sums, diff_sums = vmap(node_clipped_sum), vmap(node_clipped_diff_sum)
         kind, width = "vmap", sum(int(p.numel()) for p in module.parameters())
-    return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width)
+    stack = None if plan is None else _stack_grad_kernel(plan, loss)
+    return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width, stack)
 
 
 class _VmapOracles:
@@ -369,17 +447,21 @@ class _VmapOracles:
     device: "torch.device"
     dtype: "torch.dtype"
     param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
     param_sizes: tuple[int, ...]
     _kernels: Kernels
+    #: Gradient buffers reused on the CPU (:meth:`_workspace`); scratch, never pickled.
+    _scratch: "tuple[int, torch.Tensor | None, dict[str, torch.Tensor]] | None" = None
     #: Elements one call of the fused clipping kernels holds per evaluation point (``[k, chunk, d]``
     #: per-sample gradients for the vmap kernels): :meth:`clipped_grad_sums` runs over the samples
     #: in chunks of that size.
     clip_block: int = 1 << 22
-    #: Most entries of the iterate / gradient block one ``grad`` kernel call converts and
-    #: returns: larger blocks of nodes are evaluated in chunks of nodes that stay in cache
-    #: (converting a block of hundreds of MB to the device dtype and back costs as much as
-    #: the gradients of a large model; a chunk of a few MB does not).
-    grad_block: int = 1 << 22
+    #: Most entries of the iterate / gradient block one gradient kernel call converts and
+    #: returns (and of its activations, ``samples ×`` the Linear widths, for a Linear stack):
+    #: larger blocks of nodes are evaluated in chunks of nodes that stay in cache (converting
+    #: a block of hundreds of MB to the device dtype and back costs as much as the gradients
+    #: of a large model; a chunk of a few tens of MB, in reused buffers, does not).
+    grad_block: int = 1 << 23
 
     def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """``(A [k, m_max, *in], Y [k, m_max, *out], w [k, m_max])`` of ``nodes`` on the device."""
@@ -403,10 +485,13 @@ class _VmapOracles:
     def _out(t: "torch.Tensor") -> FloatArray:
         return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
-    def _flat_out(self, grads: Mapping[str, "torch.Tensor"], lead: tuple[int, ...]) -> FloatArray:
+    def _flat_out(self, grads: Mapping[str, "torch.Tensor"], lead: tuple[int, ...],
+                  out: FloatArray | None = None) -> FloatArray:
         """The float64 block ``[*lead, d]`` of gradient blocks ``{name: [*lead, *shape]}``, in
-        the order of the flat vector: each block copied once, converting as it goes."""
-        out = np.empty((*lead, self.d))
+        the order of the flat vector: each block copied once, converting as it goes (into
+        ``out`` where given)."""
+        if out is None:
+            out = np.empty((*lead, self.d))
         start = 0
         for name, size in zip(self.param_names, self.param_sizes):  # a loop over parameter tensors
             out[..., start:start + size] = grads[name].detach().reshape(*lead, size).cpu().numpy()
@@ -435,18 +520,72 @@ class _VmapOracles:
         nodes = np.asarray(nodes, dtype=np.int64)
         if not len(nodes):
             return np.zeros((0, self.d))
-        k = len(nodes)
-        chunk = max(1, self.grad_block // self.d)
-        if k <= chunk:
-            rows = self._rows(nodes)  # first: places the data (a clear error where the device is missing)
-            return self._flat_out(self._kernels.grad(self._to_device(X, k), *rows), (k,))
-        out = np.empty((k, self.d))
-        for s in range(0, k, chunk):  # chunks of nodes of at most grad_block entries (memory traffic), not a node loop
-            sl = slice(s, s + chunk)
-            rows = self._rows(nodes[sl])
-            out[sl] = self._flat_out(self._kernels.grad(self._to_device(X[sl], len(nodes[sl])), *rows),
-                                     (len(nodes[sl]),))
+        X = self._checked_block(X, len(nodes))
+        out = np.empty((len(nodes), self.d))
+        for s, e in self._node_chunks(len(nodes), int(self.m[nodes].max())):
+            self._grad_chunk(X[s:e], *self._rows(nodes[s:e]), out[s:e])
         return out
+
+    def _checked_block(self, X: FloatArray, k: int) -> FloatArray:
+        X = np.asarray(X)
+        if X.shape != (k, self.d):
+            raise ValueError(f"{type(self).__name__}: iterates must be [{k}, {self.d}] (one row per node), "
+                             f"got shape {X.shape}")
+        return X
+
+    def _node_chunks(self, k: int, samples: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of the chunks of a block of ``k`` nodes with ``samples`` samples
+        each whose iterates, gradients and (for a Linear stack) activations hold at most
+        :attr:`grad_block` entries: chunk sizes follow from the model's size (a loop over
+        chunks, each a batched call, never over nodes)."""
+        per_node = self.d
+        if self._kernels.stack_grad is not None:
+            per_node = max(per_node, samples * self._kernels.sample_width)
+        chunk = max(1, self.grad_block // per_node)
+        return [(s, min(k, s + chunk)) for s in range(0, k, chunk)]
+
+    def _workspace(self, k: int) -> tuple["torch.Tensor | None", dict[str, "torch.Tensor"]]:
+        """Buffers reused by every gradient call on the CPU: the iterates of a chunk in the
+        device dtype (``None`` in float64: the float64 iterates are read in place) and its
+        gradient blocks ``{name: [k, *shape]}``. Large fresh tensors cost page faults on each
+        call (the allocator returns them to the system), which a loop over small per-node
+        tensors never pays; these scratch buffers hold no state between calls."""
+        import torch
+
+        ws = self._scratch
+        if ws is None or ws[0] < k:
+            X = None if self.dtype == torch.float64 else torch.empty((k, self.d), dtype=self.dtype)
+            G = {name: torch.empty((k, *shape), dtype=self.dtype)
+                 for name, shape in zip(self.param_names, self.param_shapes)}
+            ws = self._scratch = (k, X, G)
+        return (None if ws[1] is None else ws[1][:k]), {name: g[:k] for name, g in ws[2].items()}
+
+    def _grad_chunk(self, X: FloatArray, A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                    out: FloatArray) -> None:
+        """The gradients of one chunk of nodes (``X [k, d]``, their samples ``A, Y, w``) into
+        the float64 rows ``out``: the batched matrix products of a Linear stack
+        (:func:`_stack_grad_kernel`, into reused buffers on the CPU), else ``grad`` under ``vmap``."""
+        import torch
+
+        k = X.shape[0]
+        stack = self._kernels.stack_grad
+        if stack is None:
+            self._flat_out(self._kernels.grad(self._to_device(X, k), A, Y, w), (k,), out)
+            return
+        if self.device.type != "cpu":
+            Xt, space = self._to_device(X, k), None
+        else:
+            Xw, space = self._workspace(k)
+            if Xw is None:
+                Xt = self._to_device(X, k)
+            else:
+                np.copyto(Xw.numpy(), X, casting="same_kind")  # the one conversion, into the reused buffer
+                Xt = Xw
+        params, start = {}, 0
+        for name, shape, size in zip(self.param_names, self.param_shapes, self.param_sizes):
+            params[name] = Xt[:, start:start + size].view(k, *shape)  # views of the iterates
+            start += size
+        self._flat_out(stack(params, A, Y, w, space), (k,), out)
 
     def sample_grads(self, X: FloatArray, nodes: IntArray, idx: IntArray) -> FloatArray:
         nodes = np.asarray(nodes, dtype=np.int64)
@@ -495,7 +634,11 @@ class _VmapOracles:
         idx = rng.integers(nodes, self.m[nodes], batch)
         A, Y = self._checked_samples(nodes, idx)
         w = torch.full(idx.shape, 1.0 / batch, dtype=self.dtype, device=self.device)
-        return self._flat_out(self._kernels.grad(self._to_device(X, len(nodes)), A, Y, w), (len(nodes),))
+        X = self._checked_block(X, len(nodes))
+        out = np.empty((len(nodes), self.d))
+        for s, e in self._node_chunks(len(nodes), batch):
+            self._grad_chunk(X[s:e], A[s:e], Y[s:e], w[s:e], out[s:e])
+        return out
 
 
 class TorchModelProblem(_VmapOracles, Problem):
@@ -609,6 +752,7 @@ class TorchModelProblem(_VmapOracles, Problem):
         state = self.__dict__.copy()
         for key in ("_kernels", "_loss"):
             state.pop(key, None)  # closures: rebuilt from the module on unpickling
+        state.pop("_scratch", None)  # reused gradient buffers: scratch
         if self.device.type != "cpu":
             state["module"] = copy.deepcopy(self.module).cpu()
             state.update({k: getattr(self, k).cpu() for k in self._DEVICE_TENSORS})
@@ -729,7 +873,7 @@ class TorchShardView(_VmapOracles, ShardView):
         self.module = copy.deepcopy(full.module).to(device=self.device, dtype=self.dtype)
         self._kernels = make_kernels(self.module, full._loss, full.unflatten, full.flatten,
                                      tuple(full._inputs.shape[2:]))
-        self.param_names, self.param_sizes = full.param_names, full.param_sizes
+        self.param_names, self.param_shapes, self.param_sizes = full.param_names, full.param_shapes, full.param_sizes
         self._inputs, self._targets, self._w = (t.to(device=self.device, dtype=self.dtype, copy=True)
                                                 for t in full._data_rows(self.nodes))
 

@@ -5,11 +5,16 @@ the rows of the columns ``op[own]`` touches: its own, and its *halo*, the rows o
 graph neighbours in other shards. :func:`halo_plan` works out, from the operator's
 sparsity and the partition alone, which of its rows a shard sends to each other shard
 (its boundary rows that the other shard's block touches), which rows it receives from
-each, and its local block ``op[own, own ∪ halo]``; every shard derives the same lists,
-so sender and receiver agree on the order of the rows without talking. Only those rows
-travel; with a partition that keeps edges inside shards
-(:func:`~fedopt.engines.sharded.partition.graph_shards`) they are few. The rows of the
-block that touch no halo row (most of them) can be multiplied while the halo travels.
+each, and its blocks: ``op[own, own]`` and, per sender, the block of the own rows that
+touch the sender's rows; every shard derives the same lists, so sender and receiver agree
+on the order of the rows without talking. Only those rows travel; with a partition that
+keeps edges inside shards (:func:`~fedopt.engines.sharded.partition.graph_shards`) they are
+few. A product is the own block's product plus, per sender, a small product added to the
+own rows that touch its rows: the own and received rows are read where they are, never
+stacked into an extended operand. The own block's product needs no halo row, so it can be
+taken while the halo travels (:meth:`HaloPlan.inner_product`). The blocks are dense where
+the operator is dense (one BLAS product, as the local engine's ``W @ X``; a CSR product of
+a wide operand streams the operand once per nonzero) and CSR where it is sparse.
 """
 
 from __future__ import annotations
@@ -28,60 +33,45 @@ class HaloPlan:
     """What one shard sends, receives and multiplies for one operator.
 
     ``send[j]``: positions (in the shard's own rows) of the rows shard ``j`` needs;
-    ``recv[j]``: how many rows shard ``j`` sends here (stacked in shard order after the
-    own rows); ``block``: ``op[own, own ∪ halo]`` as a CSR matrix. ``inner`` are the rows
-    of the block that touch no halo column and ``outer`` the others, with their blocks
-    ``inner_block`` (own columns only) and ``outer_block``: the inner rows can be
-    multiplied before the halo arrives (:meth:`inner_product`), each row's sum taken in the
-    same order as in ``block @ ext``, so the split changes no bit of the product.
+    ``recv[j]``: how many rows shard ``j`` sends here; ``own``: ``op[own, own]``;
+    ``halo[j]``: ``(rows, block)``, the positions of the own rows that touch shard ``j``'s
+    rows and ``op[own[rows], from_j]``, ``from_j`` the rows shard ``j`` sends (in its order).
+    The blocks are dense arrays where the operator is one (a BLAS product, as the local
+    engine multiplies it), CSR matrices where it is sparse.
     """
 
     send: dict[int, IntArray]
     recv: dict[int, int]
-    block: sp.csr_matrix
-    inner: IntArray
-    outer: IntArray
-    inner_block: sp.csr_matrix
-    outer_block: sp.csr_matrix
+    own: FloatArray | sp.csr_matrix
+    halo: dict[int, tuple[IntArray, FloatArray | sp.csr_matrix]]
 
     def _check(self, own_rows: FloatArray) -> None:
-        if own_rows.shape[0] != self.block.shape[0]:
+        if own_rows.shape[0] != self.own.shape[0]:
             raise ValueError(f"halo exchange: a product of {own_rows.shape[0]} rows on a shard of "
-                             f"{self.block.shape[0]} nodes (Mix rows are the block's rows)")
+                             f"{self.own.shape[0]} nodes (Mix rows are the block's rows)")
 
     def inner_product(self, own_rows: FloatArray) -> FloatArray:
-        """The ``inner`` rows of ``op[own] @ operand``, from the own rows alone."""
+        """``op[own, own] @ own_rows``: the part of the product that needs no halo row (a
+        new array; :meth:`product` adds the halo terms to it in place)."""
         self._check(own_rows)
-        return np.asarray(self.inner_block @ own_rows)
+        return np.asarray(self.own @ own_rows)
 
     def product(self, own_rows: FloatArray, received: dict[int, FloatArray],
                 inner: FloatArray | None = None) -> FloatArray:
-        """``op[own] @ operand`` from the own rows and the rows each shard sent here
-        (``inner``: the :meth:`inner_product` of the same own rows, if it was taken)."""
+        """``op[own] @ operand`` from the own rows and the rows each shard sent here: the
+        own block's product (``inner``: the :meth:`inner_product` of the same own rows, if
+        it was taken ahead; it is completed in place), plus each sender's block times its
+        rows on the own rows that touch them (the received rows are read where they
+        arrived, never stacked). Taking the inner product ahead changes no bit."""
         self._check(own_rows)
-        parts = [own_rows]
+        out = self.inner_product(own_rows) if inner is None else inner
         for j, count in self.recv.items():
             rows = received[j]
             if rows.shape[0] != count:
                 raise ValueError(f"halo exchange: shard {j} sent {rows.shape[0]} rows, {count} expected")
-            parts.append(rows)
-        ext = np.concatenate(parts) if len(parts) > 1 else own_rows
-        if inner is None:
-            return np.asarray(self.block @ ext)
-        out = np.empty((self.block.shape[0], *ext.shape[1:]), dtype=np.result_type(self.block.dtype, ext.dtype))
-        out[self.inner] = inner
-        out[self.outer] = self.outer_block @ ext
+            at, block = self.halo[j]
+            out[at] += np.asarray(block @ rows)
         return out
-
-
-def _rows(A: sp.csr_matrix, rows: IntArray, width: int) -> sp.csr_matrix:
-    """Rows ``rows`` of ``A`` as a CSR matrix of ``width`` columns, each row's entries in
-    their stored order (so a product sums them in the same order as ``A``'s)."""
-    starts, ends = A.indptr[rows], A.indptr[rows + 1]
-    counts = ends - starts
-    indptr = np.concatenate(([0], np.cumsum(counts))).astype(A.indptr.dtype)
-    take = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
-    return sp.csr_matrix((A.data[take], A.indices[take], indptr), shape=(len(rows), width))
 
 
 def _columns(A: sp.csr_matrix, rows: IntArray) -> IntArray:
@@ -116,13 +106,12 @@ def halo_plan(op: Any, shards: list[IntArray], shard: int) -> HaloPlan:
         if len(from_j):
             recv[j] = len(from_j)
             halo.append(from_j)
-    ext = np.concatenate([own, *halo])
-    colmap = np.full(n, -1, dtype=np.int64)
-    colmap[ext] = np.arange(len(ext))
-    rows = A[own].tocsr()
-    block = sp.csr_matrix((rows.data, colmap[rows.indices], rows.indptr), shape=(len(own), len(ext)))
-    row_max = np.full(len(own), -1, dtype=np.int64)
-    np.maximum.at(row_max, np.repeat(np.arange(len(own)), np.diff(block.indptr)), block.indices)
-    touches_halo = row_max >= len(own)
-    inner, outer = np.flatnonzero(~touches_halo), np.flatnonzero(touches_halo)
-    return HaloPlan(send, recv, block, inner, outer, _rows(block, inner, len(own)), _rows(block, outer, len(ext)))
+    dense = not sp.issparse(op)
+    blocks: dict[int, tuple[IntArray, FloatArray | sp.csr_matrix]] = {}
+    rows = A[own].tocsc()
+    for j, from_j in zip(recv, halo):
+        part = rows[:, from_j].tocsr()
+        at = np.flatnonzero(np.diff(part.indptr))  # the own rows that touch shard j's rows
+        blocks[j] = (at, part[at].toarray() if dense else part[at])
+    own_block = rows[:, own].tocsr()
+    return HaloPlan(send, recv, own_block.toarray() if dense else own_block, blocks)

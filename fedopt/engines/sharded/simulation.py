@@ -160,6 +160,10 @@ class ShardedSimulation(Simulation):
     def _snapshot_driver(self) -> dict[str, Any]:
         keep = {id(self.spec.problem): self.spec.problem, id(self.algo): self.algo,
                 id(self.spec.topology): self.spec.topology, id(self.ctx.topology): self.ctx.topology}
+        # the shards' row keys were assembled afresh by record() and the driver never writes
+        # into them: the checkpoint shares them (a restore copies them again)
+        for k in self.row_keys:
+            keep[id(self.state[k])] = self.state[k]
         mutable = copy.deepcopy({"stream": self._stream, "rng": self.rng, "meter": self.meter, "state": self.state},
                                 keep)
         return {**mutable, "t": self.t, "round": self.round, "n_events": self.n_events,
@@ -220,16 +224,23 @@ class ShardedSimulation(Simulation):
         snaps = self._calls("snapshot", [(self.t, in_shards, keys, self._period_index)] * len(self.shards))
         n = self.spec.problem.n
         state = dict(self.state)
+        covered = sum(len(s) for s in self.shards)
         for k in keys:
-            full = np.array(self.state[k])
+            # every row comes from a shard where the shards hold all of them
+            full = np.empty_like(self.state[k]) if covered == len(self.state[k]) else np.array(self.state[k])
             for s, snap in zip(self.shards, snaps):
                 full[s] = snap["rows"][k]
             state[k] = full
         self.state = state
         if in_shards:
-            X = np.empty((n, self.spec.problem.d))
-            for s, snap in zip(self.shards, snaps):
-                X[s] = snap["X"]
+            x_keys = {snap.get("X_key") for snap in snaps}
+            x_key = x_keys.pop() if len(x_keys) == 1 else None
+            if x_key is not None and covered == n:
+                X = state[x_key]  # the iterates are that key (read-only use below)
+            else:
+                X = np.empty((n, self.spec.problem.d))
+                for s, snap in zip(self.shards, snaps):
+                    X[s] = snap["rows"][snap["X_key"]] if "X_key" in snap else snap["X"]
         else:
             X = self.algo.iterates(self.state, self.ctx, self.t)
         self._shard_meters = [snap["meter"] for snap in snaps]

@@ -174,14 +174,19 @@ class ShardWorker:
 
     def snapshot(self, t: float, iterates: bool, keys: list[str], period_index: int = 0) -> dict[str, Any]:
         """This shard's rows of ``keys`` (and of the iterates at ``t``, read in the graph of
-        switching period ``period_index``, as the driver reads them), its meter and streams
-        (with its nodes' per-node counters)."""
+        switching period ``period_index``, as the driver reads them: ``X``, or ``X_key`` naming
+        the key of ``keys`` whose array the iterates are), its meter and streams (with its
+        nodes' per-node counters)."""
         self._set_period(period_index)
         check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         out: dict[str, Any] = {}
         if iterates:
             X = np.asarray(self.algo.iterates(self.state, self.ctx, t))
-            out["X"] = np.array(X[self.nodes])
+            same = next((k for k in keys if self.state[k] is X), None)
+            if same is None:
+                out["X"] = np.array(X[self.nodes])
+            else:  # the iterates are a state key whose rows go anyway: not sent twice
+                out["X_key"] = same
         rows = {k: np.array(self.state[k][self.nodes]) for k in keys}
         out.update(rows=rows, meter=self.meter.state_dict(), rng=self.rng.get_state(), rng_used=sorted(self.rng.used),
                    halo={"rows": self.halo_rows_sent, "bytes": self.halo_bytes_sent})
