@@ -511,12 +511,26 @@ class _VmapOracles:
 
     def _clip_inputs(self, nodes: IntArray, idx: IntArray, c: float | FloatArray, mask: FloatArray | None
                      ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-        """``(A [k, b, *in], Y, w [k, b], t [k])`` of a clipping call on the device (checked)."""
+        """``(A [k, b, *in], Y, w [k, b], t [k])`` of a clipping call on the device (checked).
+
+        Every sample of each node in order, padded as :func:`fedopt.privacy.clipping.all_samples`
+        pads (``idx[p, i] = min(i, m_p − 1)``, ``mask`` 0 on the padding) reads the nodes' rows
+        where they are (no gather): there the padding holds zeros instead of repeats of the last
+        sample, which changes nothing, as masked samples add exact zeros."""
         import torch
 
         k = len(nodes)
         t = torch.as_tensor(clip_thresholds(c, k), dtype=self.dtype, device=self.device)
-        A, Y = self._checked_samples(nodes, idx)
+        idx = np.asarray(idx)
+        b = idx.shape[1] if idx.ndim == 2 else -1
+        m = self.m[nodes][:, None] if idx.ndim == 2 and idx.shape[0] == k else None
+        ar = np.arange(b)[None, :]
+        if (m is not None and mask is not None and np.shape(mask) == (k, b) and b <= int(self.m.max())
+                and np.array_equal(idx, np.minimum(ar, m - 1)) and not np.asarray(mask)[ar >= m].any()):
+            A, Y, _ = self._rows(nodes)
+            A, Y = A[:, :b], Y[:, :b]
+        else:
+            A, Y = self._checked_samples(nodes, idx)
         b = A.shape[1]
         if mask is None:
             w = torch.ones((k, b), dtype=self.dtype, device=self.device)
