@@ -272,6 +272,31 @@ def test_kept_evaluations_of_chunked_samples_and_shard_views_are_the_whole_ones(
         np.testing.assert_array_equal(u, v)
 
 
+def test_an_evaluation_is_written_where_asked_even_over_the_kept_one() -> None:
+    """``out`` receives the evaluation (the kept rows themselves may be overwritten: each chunk
+    is read before it is written); a float32 problem keeps its evaluation as float64 numbers."""
+    X, X_prev = _points(8)
+    nodes = np.arange(P)
+    idx, mask = _padded(PROB.m)
+    _, E0 = PROB.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    want, E1 = PROB.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=E0.copy())
+    chunked = _regression()
+    chunked.clip_block = P * chunked._kernels.sample_width * 4  # chunks of 4 samples: 6 = 4 + 2
+    buf = E0.copy()
+    got, E = chunked.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=buf, out=buf)
+    assert E is buf
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(buf, E1, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"out must be a writable float64 array \[k, b, w\] = \[4, 6, 9\]"):
+        PROB.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, out=np.zeros((P, 6, 9), dtype=np.float32))
+    single = problem_factory("mlp_regression")(n=P, data={"source": "teacher", "n_samples": 23, "d": 3}, hidden=4,
+                                               device="cpu", dtype="float32", seed=3)
+    _, F0 = single.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    assert F0.dtype == np.float64
+    got, _ = single.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=F0)
+    np.testing.assert_allclose(got, single.clipped_grad_sums(X, nodes, idx, 0.2, mask, X_prev), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_thresholds_and_masks_are_clear_errors() -> None:
     X, _ = _points()
     nodes = np.arange(P)

@@ -117,7 +117,8 @@ def test_diff2_keeping_its_evaluations_gives_the_local_table(tmp_path: Path) -> 
            "problem": {"name": "mlp_regression", "n": 5, "hidden": 4, "device": "cpu",
                        "data": {"source": "teacher", "n_samples": 53, "d": 3}},
            "algorithms": [{"name": "diff2", "params": keeping},
-                          {"name": "diff2", "label": "diff2_two_point", "params": {**keeping, "keep_evaluations": False}}]}
+                          {"name": "diff2", "label": "diff2_two_point",
+                           "params": {**keeping, "keep_evaluations": False}}]}
     path = write_config(tmp_path, cfg)
     ref = local_table(path, tmp_path / "local")
     res = mpirun(2, "run", str(path), "--engine", "mpi", "--out", str(tmp_path / "mpi"), "--no-progress")

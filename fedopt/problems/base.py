@@ -168,13 +168,16 @@ class Problem(ABC):
 
     def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
                                   mask: FloatArray | None = None, X_prev: FloatArray | None = None,
-                                  kept: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
         """:meth:`clipped_grad_sums`, and what it evaluated at ``X``: ``(sums [k, d], samples
         [k, b, w])`` with ``w`` = :meth:`evaluation_width`. A difference is taken against
         ``X_prev`` (evaluated here) or against ``kept [k, b, w]``, the ``samples`` an earlier
         call returned at the previous points on the same ``idx`` (not evaluated again; at most
         one of ``X_prev`` and ``kept``). Whether ``kept`` still belongs to the previous points
         is the caller's check (:meth:`CountingOracle.clipped_grad_sums_keeping` makes it).
+        ``out``: a writable float64 ``[k, b, w]`` array the samples are written into and
+        returned as (an algorithm's state rows; it may be ``kept`` itself), else a new array.
         A problem whose :meth:`evaluation_width` is 0 has no such oracle."""
         raise TypeError(f"{type(self).__name__} keeps no evaluations (evaluation_width() is 0): "
                         "use clipped_grad_sums")
@@ -310,8 +313,9 @@ class ShardView(Problem):
 
     def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
                                   mask: FloatArray | None = None, X_prev: FloatArray | None = None,
-                                  kept: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
-        return self.full.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, kept)
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        return self.full.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, kept, out)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         return self.full.stochastic_grad(X, nodes, rng, batch)
@@ -476,7 +480,8 @@ class CountingOracle:
 
     def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
                                   mask: FloatArray | None, X_prev: FloatArray | None,
-                                  kept: Evaluation | None = None) -> tuple[FloatArray, Evaluation]:
+                                  kept: Evaluation | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, Evaluation]:
         """:meth:`clipped_grad_sums` that also returns what it evaluated at ``X`` (an
         :class:`Evaluation` at ``X``), and that reuses ``kept`` for the difference against
         ``X_prev`` where it is still valid (the problem's
@@ -491,7 +496,9 @@ class CountingOracle:
         again at ``X_prev`` for a difference whose row did not reuse ``kept`` (a reused
         evaluation was counted by the call that made it). The kept samples a row does not use
         (``mask`` 0: padding) are zeros, so what is kept does not depend on which nodes shared
-        the call."""
+        the call. ``out``: a writable float64 ``[k, b, w]`` array that receives the new
+        evaluation's samples (e.g. the caller's state rows, which may hold ``kept.samples``
+        themselves), else a new array."""
         nodes = np.asarray(nodes, dtype=np.int64)
         k = len(nodes)
         used = idx.shape[1] if mask is None else np.asarray(mask, dtype=np.float64).sum(axis=1)
@@ -507,13 +514,14 @@ class CountingOracle:
         self.meter.grad_evals.add(nodes, passes * used / self._m[nodes])
         problem = self.problem
         if X_prev is None or kept is None or fresh.all():
-            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev)
+            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, out=out)
         elif not fresh.any():
-            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, kept=np.asarray(kept.samples))
+            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, kept=np.asarray(kept.samples),
+                                                              out=out)
         else:  # some rows reuse their evaluation, the others evaluate X_prev: one call for each group
             t = clip_thresholds(c, k)
             sums = np.empty((k, self.problem.d))
-            samples = np.empty((k, idx.shape[1], problem.evaluation_width()))
+            samples = np.empty((k, idx.shape[1], problem.evaluation_width())) if out is None else out
             for rows, use in ((np.flatnonzero(~fresh), True), (np.flatnonzero(fresh), False)):  # two groups
                 part = None if mask is None else np.asarray(mask)[rows]
                 sums[rows], samples[rows] = problem.clipped_grad_sums_keeping(

@@ -142,9 +142,10 @@ class Kernels(NamedTuple):
     the elements they hold per sample and evaluation point (``d`` for ``vmap``; the Linear
     layers' input and output widths for ``layerwise``). The layerwise kernels also keep an
     evaluation (``kept_width`` floats per sample; 0 and ``None`` kernels for ``vmap``):
-    ``clipped_sums_keep(X, A, Y, w, t) -> (sums, E)``, ``evaluate(X, A, Y) -> E`` and
-    ``clipped_diff_sums_kept(X, E_prev, A, Y, w, t) -> (sums, E)``, the difference against
-    the point where ``E_prev`` was evaluated."""
+    ``clipped_sums_keep(X, A, Y, w, t) -> (sums, parts)``, ``evaluate(X, A, Y) -> E`` and
+    ``clipped_diff_sums_kept(X, E_prev, A, Y, w, t) -> (sums, parts)``, the difference against
+    the point where ``E_prev`` was evaluated; ``parts`` are the blocks of ``E``'s last axis in
+    order (the caller writes them where ``E`` is kept, without a packed copy)."""
 
     value: Callable[..., "torch.Tensor"]
     grad: Callable[..., "torch.Tensor"]
@@ -153,8 +154,8 @@ class Kernels(NamedTuple):
     clipped_diff_sums: Callable[..., "torch.Tensor"]
     clipping: str
     sample_width: int
-    clipped_sums_keep: Callable[..., tuple["torch.Tensor", "torch.Tensor"]] | None = None
-    clipped_diff_sums_kept: Callable[..., tuple["torch.Tensor", "torch.Tensor"]] | None = None
+    clipped_sums_keep: Callable[..., tuple["torch.Tensor", tuple["torch.Tensor", ...]]] | None = None
+    clipped_diff_sums_kept: Callable[..., tuple["torch.Tensor", tuple["torch.Tensor", ...]]] | None = None
     evaluate: Callable[..., "torch.Tensor"] | None = None
     kept_width: int = 0
 
@@ -307,8 +308,9 @@ def _layerwise_kernels(
     keep_a = [l for l in range(len(linear)) if not (l == 0 and first_is_linear)]
     widths = [m.out_features for _, m in linear] + [linear[l][1].in_features for l in keep_a]
 
-    def pack(ds: tuple["torch.Tensor", ...], acts: tuple["torch.Tensor", ...]) -> "torch.Tensor":
-        return torch.cat([*ds, *(acts[l] for l in keep_a)], dim=-1)
+    def pack(ds: tuple["torch.Tensor", ...], acts: tuple["torch.Tensor", ...]) -> tuple["torch.Tensor", ...]:
+        """The kept quantities in their order in ``E``'s last axis (the caller writes them there)."""
+        return (*ds, *(acts[l] for l in keep_a))
 
     def unpack(E: "torch.Tensor", A: "torch.Tensor"
                ) -> tuple[tuple["torch.Tensor", ...], tuple["torch.Tensor", ...]]:
@@ -317,15 +319,16 @@ def _layerwise_kernels(
         return tuple(ds), tuple(kept_a.get(l, A) for l in range(len(linear)))
 
     def clipped_sums_keep(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
-                          t: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+                          t: "torch.Tensor") -> tuple["torch.Tensor", tuple["torch.Tensor", ...]]:
         ds, acts = deltas(flat, A, Y)
         return sums_of(ds, acts, w, t), pack(ds, acts)
 
     def evaluate(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
-        return pack(*deltas(flat, A, Y))
+        return torch.cat(pack(*deltas(flat, A, Y)), dim=-1)
 
     def clipped_diff_sums_kept(flat: "torch.Tensor", E_prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
-                               w: "torch.Tensor", t: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+                               w: "torch.Tensor", t: "torch.Tensor"
+                               ) -> tuple["torch.Tensor", tuple["torch.Tensor", ...]]:
         ds, acts = deltas(flat, A, Y)
         ds_p, acts_p = unpack(E_prev, A)
         return diff_sums(ds, acts, ds_p, acts_p, w, t), pack(ds, acts)
@@ -575,12 +578,16 @@ class _VmapOracles:
 
     def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
                                   mask: FloatArray | None = None, X_prev: FloatArray | None = None,
-                                  kept: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
         """:meth:`clipped_grad_sums` in the same fused kernel, also returning the evaluation at
         ``X`` (``[k, b, w]``: each sample's ``δ`` and Linear inputs, :func:`_layerwise_kernels`);
         a difference against ``kept`` (an earlier call's evaluation on the same ``idx``)
         evaluates ``X`` only. The difference against ``X_prev`` evaluates ``X_prev`` alone
-        first, so both ways give the same numbers bit for bit."""
+        first, so both ways give the same numbers bit for bit. ``out``: where to write the
+        evaluation (see :meth:`Problem.clipped_grad_sums_keeping`); on a float64 CPU problem
+        the kernels write into it directly, chunk by chunk, each chunk after its ``kept``
+        rows were read (``out`` may be ``kept`` itself)."""
         import torch
 
         kern = self._kernels
@@ -600,25 +607,36 @@ class _VmapOracles:
                 raise ValueError(f"clipped_grad_sums_keeping: kept must be [k, b, w] = [{k}, {b}, {kern.kept_width}], "
                                  f"got {list(kept.shape)}")
             E_prev = torch.as_tensor(kept, dtype=self.dtype, device=self.device)
+        shape = (k, b, kern.kept_width)
+        if out is None:
+            out = np.empty(shape)
+        elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float64
+                  and out.flags.writeable):
+            raise ValueError(f"clipped_grad_sums_keeping: out must be a writable float64 array [k, b, w] = "
+                             f"{list(shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+        direct = self.device.type == "cpu" and self.dtype == torch.float64
+        E = torch.from_numpy(out) if direct else torch.empty(shape, dtype=self.dtype, device=self.device)
         Xt = self._to_device(X, k)
         prev = None if X_prev is None else self._to_device(X_prev, k)
-        out = torch.zeros((k, self.d), dtype=self.dtype, device=self.device)
+        total = torch.zeros((k, self.d), dtype=self.dtype, device=self.device)
         chunk = max(1, self.clip_block // max(1, k * kern.sample_width))
         assert kern.clipped_sums_keep is not None and kern.clipped_diff_sums_kept is not None
         assert kern.evaluate is not None
-        Es = []
         for s in range(0, b, chunk):  # a loop over sample chunks (memory), not over nodes
             sl = slice(s, s + chunk)
             part = (A[:, sl], Y[:, sl], w[:, sl], t)
             E_p = kern.evaluate(prev, A[:, sl], Y[:, sl]) if prev is not None else \
                 None if E_prev is None else E_prev[:, sl]
-            sums, E = (kern.clipped_sums_keep(Xt, *part) if E_p is None
-                       else kern.clipped_diff_sums_kept(Xt, E_p, *part))
-            out += sums
-            Es.append(E)
-        E = Es[0] if len(Es) == 1 else torch.cat(Es, dim=1) if Es else \
-            torch.zeros((k, 0, kern.kept_width), dtype=self.dtype, device=self.device)
-        return self._out(out), self._out(E)
+            sums, parts = (kern.clipped_sums_keep(Xt, *part) if E_p is None
+                           else kern.clipped_diff_sums_kept(Xt, E_p, *part))
+            total += sums
+            o = 0
+            for q in parts:  # a loop over the kept blocks (δ of each Linear, inner inputs), into E's rows
+                E[:, sl, o:o + q.shape[-1]] = q
+                o += q.shape[-1]
+        if not direct:
+            out[...] = self._out(E)
+        return self._out(total), out
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn

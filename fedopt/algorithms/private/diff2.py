@@ -268,10 +268,12 @@ class Diff2(FederatedAlgorithm):
         X, X_prev = np.tile(payload["x"], (k, 1)), None if restart else np.tile(payload["x_prev"], (k, 1))
         if self.keeps(ctx.problem):
             rows, b = _rows(clients), idx.shape[1]
+            view = state["kept"][rows, :b] if isinstance(rows, slice) else None  # written in place
             kept = None if restart else Evaluation(state["kept_at"][rows], state["kept"][rows, :b])
-            sums, new = ctx.oracle.clipped_grad_sums_keeping(X, clients, idx, c, mask, X_prev, kept)
+            sums, new = ctx.oracle.clipped_grad_sums_keeping(X, clients, idx, c, mask, X_prev, kept, out=view)
             state["kept_at"][rows] = new.at
-            state["kept"][rows, :b] = new.samples
+            if view is None:
+                state["kept"][rows, :b] = new.samples
         else:
             sums = ctx.oracle.clipped_grad_sums(X, clients, idx, c, mask, X_prev)
         means = sums / n_p[:, None]  # sum / n_p over all the node's samples
