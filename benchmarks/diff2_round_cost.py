@@ -8,7 +8,10 @@ Teacher data (d_in = 10) split iid over the nodes; ``mlp_regression`` with ``hid
 (Linear(10, 10) → softplus → Linear(10, 1), 121 parameters) on the CPU in float64. Each
 method runs ``--rounds`` rounds (DIFF2 with T = 6: restarts and difference rounds in the
 paper's proportion) after one warm-up round; the methods take their rounds **in turn**
-(GD, DP-GD, DIFF2, GD, ...), so a change of the host's load touches all three alike. The
+(GD, DP-GD, DIFF2, DIFF2 two-point, GD, ...), so a change of the host's load touches all
+alike. DIFF2 runs twice: as configured by default (each node keeps its evaluation at
+``x_r``, so a difference round evaluates one point) and with ``keep_evaluations: false``
+(``two-point``: every difference round evaluates ``x_r`` and ``x_{r−1}``). The
 figures are wall time per round (median, mean and minimum of the per-round times; with
 ``--rounds`` a multiple of T the mean is DIFF2's cost per round over whole restart periods;
 its difference and restart rounds also apart). ``--clipping`` picks the problem's fused
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "gd": ("gd", {"lr": 0.5}),
         "dp_gd": ("dp_gd", {"lr": 0.5, "clip": 1.0, **private}),
         f"diff2 (T={T})": ("diff2", {"lr": 0.5, "restart_every": T, "clip_grad": 1.0, "clip_diff": 3.0, **private}),
+        "diff2 two-point": ("diff2", {"lr": 0.5, "restart_every": T, "clip_grad": 1.0, "clip_diff": 3.0,
+                                      "keep_evaluations": False, **private}),
     }
     top = make_topology("complete", n=problem.n)
     sims = {}
@@ -70,17 +75,19 @@ def main(argv: list[str] | None = None) -> int:
             times[label].append(time.perf_counter() - t)
     med = {label: statistics.median(ts) for label, ts in times.items()}
     low = {label: min(ts) for label, ts in times.items()}
-    print(f"clipping kernels: {problem._kernels.clipping}")
+    print(f"clipping kernels: {problem._kernels.clipping} (evaluation kept: {problem.evaluation_width()} floats "
+          "per sample)")
     for label, ts in times.items():
-        print(f"{label:14s} {1e3 * med[label]:9.1f} ms/round median, {1e3 * low[label]:8.1f} min "
+        print(f"{label:15s} {1e3 * med[label]:9.1f} ms/round median, {1e3 * low[label]:8.1f} min "
               f"(of {a.rounds}; mean {1e3 * statistics.mean(ts):.1f})")
     d2 = f"diff2 (T={T})"
-    diff = [t for r, t in enumerate(times[d2], start=1) if r % T]
-    restart = [t for r, t in enumerate(times[d2], start=1) if not r % T]
-    print(f"{d2}: difference rounds {1e3 * statistics.median(diff):.1f} ms median"
-          + (f", restarts {1e3 * statistics.median(restart):.1f} ms median" if restart else ""))
+    for label in (d2, "diff2 two-point"):
+        diff = [t for r, t in enumerate(times[label], start=1) if r % T]
+        restart = [t for r, t in enumerate(times[label], start=1) if not r % T]
+        print(f"{label}: difference rounds {1e3 * statistics.median(diff):.1f} ms median"
+              + (f", restarts {1e3 * statistics.median(restart):.1f} ms median" if restart else ""))
     mean = {label: statistics.mean(ts) for label, ts in times.items()}
-    for label in ("dp_gd", d2):
+    for label in ("dp_gd", d2, "diff2 two-point"):
         print(f"{label} / gd = {med[label] / med['gd']:.2f}x median, {mean[label] / mean['gd']:.2f}x mean, "
               f"{low[label] / low['gd']:.2f}x min")
     k1, k2 = diff2_counts(2000, T)

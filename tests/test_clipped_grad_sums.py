@@ -21,7 +21,7 @@ from fedopt.algorithms import make_algorithm
 from fedopt.core.meter import Meter
 from fedopt.engines.base import RunSpec, Simulation, StopCriteria
 from fedopt.problems import problem_factory
-from fedopt.problems.base import CountingOracle, Problem
+from fedopt.problems.base import CountingOracle, Evaluation, Problem
 from fedopt.problems.torch_model import TorchModelProblem, make_kernels
 from fedopt.topology.generators import make_topology
 
@@ -196,6 +196,107 @@ def test_a_shard_view_gives_the_full_problems_sums_bit_for_bit() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+# ---- kept evaluations ------------------------------------------------------------------------
+def test_the_layerwise_kernels_keep_the_outputs_gradients_and_inner_inputs() -> None:
+    """Per sample: δ of both Linear layers (4 + 1) and the hidden layer's input (4); the data,
+    the first layer's input, are not kept. The vmap kernels and data-free problems keep none."""
+    assert PROB.evaluation_width() == 4 + 1 + 4
+    assert CLASSES.evaluation_width() == 5 + 10 + 5
+    assert PROB_VMAP.evaluation_width() == 0
+    assert PROB.shard_view(np.array([2])).evaluation_width() == 9
+    X, _ = _points()
+    idx, mask = _padded(PROB.m)
+    with pytest.raises(TypeError, match="the vmap clipping kernels keep no evaluations"):
+        PROB_VMAP.clipped_grad_sums_keeping(X, np.arange(P), idx, 1.0, mask)
+    with pytest.raises(ValueError, match=r"kept must be \[k, b, w\] = \[4, 6, 9\], got \[4, 5, 9\]"):
+        PROB.clipped_grad_sums_keeping(X, np.arange(P), idx, 1.0, mask, kept=np.zeros((P, 5, 9)))
+
+
+@pytest.mark.parametrize("problem", [PROB, CLASSES], ids=["softplus-mse", "relu-cross-entropy"])
+@pytest.mark.parametrize("stale", [[], [1, 3], [0, 1, 2, 3]], ids=["none stale", "some stale", "all stale"])
+def test_a_kept_evaluation_is_reused_only_at_its_own_point(problem: TorchModelProblem, stale: list[int]) -> None:
+    """A difference against a kept evaluation equals the two-point sums (the independent
+    autograd reference, and the fused two-point kernel to 1e-12) and counts one pass per row;
+    a row whose evaluation belongs to another point (its samples overwritten with garbage
+    here) evaluates the previous point again and counts two. What comes back is the
+    evaluation at the new point, reused by the next difference."""
+    rng = np.random.default_rng(7)
+    X_prev = problem.initial_parameters() + 0.5 * rng.standard_normal((P, problem.d))
+    X = X_prev + 0.05 * rng.standard_normal((P, problem.d))
+    X_next = X + 0.05 * rng.standard_normal((P, problem.d))
+    nodes = np.arange(P)
+    idx, mask = _padded(np.minimum(problem.m, 6))  # (at most) the first 6 samples of each node
+    c = THRESHOLDS["per node"]
+    meter = Meter(n=P)
+    oracle = CountingOracle(problem, meter)
+    _, kept = oracle.clipped_grad_sums_keeping(X_prev, nodes, idx, c, mask, None)
+    np.testing.assert_array_equal(kept.at, X_prev)
+    at, samples = kept.at.copy(), kept.samples.copy()
+    at[stale] += 1e-3  # these rows' evaluations belong to another point
+    samples[stale] = 7.0
+    before = meter.grad_evals.values.copy()
+    got, new = oracle.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, Evaluation(at, samples))
+    want = _reference(problem, X, nodes, idx, c, mask, X_prev)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    two_point = problem.clipped_grad_sums(X, nodes, idx, c, mask, X_prev)
+    np.testing.assert_allclose(got, two_point, rtol=0, atol=1e-12)
+    fresh = np.isin(nodes, stale)
+    np.testing.assert_allclose(meter.grad_evals.values - before, (1.0 + fresh) * mask.sum(axis=1) / problem.m,
+                               rtol=1e-15)
+    np.testing.assert_array_equal(new.at, X)
+    before = meter.grad_evals.values.copy()
+    got, _ = oracle.clipped_grad_sums_keeping(X_next, nodes, idx, c, mask, X, new)
+    np.testing.assert_allclose(got, _reference(problem, X_next, nodes, idx, c, mask, X), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(meter.grad_evals.values - before, mask.sum(axis=1) / problem.m, rtol=1e-15)
+
+
+def test_kept_evaluations_of_chunked_samples_and_shard_views_are_the_whole_ones() -> None:
+    """Samples in chunks give the unchunked sums and evaluations; a shard view gives the full
+    problem's, bit for bit."""
+    X, X_prev = _points(5)
+    nodes = np.arange(P)
+    idx, mask = _padded(PROB.m)
+    s0, E0 = PROB.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    s1, E1 = PROB.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=E0)
+    chunked = _regression()
+    chunked.clip_block = P * chunked._kernels.sample_width * 4  # chunks of 4 samples: 6 = 4 + 2
+    c0, F0 = chunked.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    c1, F1 = chunked.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=F0)
+    for a, b in ((c0, s0), (F0, E0), (c1, s1), (F1, E1)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * max(1.0, float(np.abs(b).max())))
+    view, own = PROB.shard_view(np.array([1, 3])), np.array([1, 3])
+    i2, m2 = _padded(PROB.m[own])
+    a = view.clipped_grad_sums_keeping(X[own], own, i2, 0.2, m2, X_prev[own])
+    b = PROB.clipped_grad_sums_keeping(X[own], own, i2, 0.2, m2, X_prev[own])
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_an_evaluation_is_written_where_asked_even_over_the_kept_one() -> None:
+    """``out`` receives the evaluation (the kept rows themselves may be overwritten: each chunk
+    is read before it is written); a float32 problem keeps its evaluation as float64 numbers."""
+    X, X_prev = _points(8)
+    nodes = np.arange(P)
+    idx, mask = _padded(PROB.m)
+    _, E0 = PROB.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    want, E1 = PROB.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=E0.copy())
+    chunked = _regression()
+    chunked.clip_block = P * chunked._kernels.sample_width * 4  # chunks of 4 samples: 6 = 4 + 2
+    buf = E0.copy()
+    got, E = chunked.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=buf, out=buf)
+    assert E is buf
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(buf, E1, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"out must be a writable float64 array \[k, b, w\] = \[4, 6, 9\]"):
+        PROB.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, out=np.zeros((P, 6, 9), dtype=np.float32))
+    single = problem_factory("mlp_regression")(n=P, data={"source": "teacher", "n_samples": 23, "d": 3}, hidden=4,
+                                               device="cpu", dtype="float32", seed=3)
+    _, F0 = single.clipped_grad_sums_keeping(X_prev, nodes, idx, 0.2, mask)
+    assert F0.dtype == np.float64
+    got, _ = single.clipped_grad_sums_keeping(X, nodes, idx, 0.2, mask, kept=F0)
+    np.testing.assert_allclose(got, single.clipped_grad_sums(X, nodes, idx, 0.2, mask, X_prev), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_thresholds_and_masks_are_clear_errors() -> None:
     X, _ = _points()
     nodes = np.arange(P)
@@ -228,6 +329,8 @@ def test_counted_as_the_per_sample_gradients_it_is_made_of(diff: bool) -> None:
 
 @pytest.mark.parametrize(("name", "params"), [
     ("diff2", {"lr": 0.2, "restart_every": 3, "clip_grad": 1.0, "clip_diff": 3.0, "epsilon": 3.0, "rounds": 6}),
+    ("diff2", {"lr": 0.2, "restart_every": 3, "clip_grad": 1.0, "clip_diff": 3.0, "epsilon": 3.0, "rounds": 6,
+               "keep_evaluations": False}),
     ("diff2", {"lr": 0.05, "restart_every": 3, "clip_grad": 1.0, "clip_diff": 3.0, "routine": "bvr_local_sgd",
                "local_steps": 3, "batch_size": 4}),
     ("dp_gd", {"lr": 0.2, "clip": 1.0, "epsilon": 3.0, "rounds": 6}),
@@ -237,7 +340,8 @@ def test_counted_as_the_per_sample_gradients_it_is_made_of(diff: bool) -> None:
 def test_private_algorithms_use_the_fused_kernel(name: str, params: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """No per-sample block comes back to the host: the private algorithms never call
     ``sample_grads`` on a torch problem, and their gradient counts are what the per-sample
-    gradients they use amount to (one pass per restart, two per difference round)."""
+    gradients they use amount to (one pass per restart; two per difference round, one where
+    the evaluation at the previous iterate is kept from the round before)."""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("sample_grads called: a [k, b, d] block came back to the host")
@@ -249,4 +353,5 @@ def test_private_algorithms_use_the_fused_kernel(name: str, params: dict, monkey
     sim.apply_rounds(6)
     assert np.isfinite(sim.state["x"]).all() and np.abs(sim.state["x"] - PROB.initial_parameters()).max() > 1e-4
     if name == "diff2" and "routine" not in params:  # restarts at rounds 0 and 3, differences at the rest
-        np.testing.assert_allclose(sim.meter.grad_evals.values, np.full(P, 2 * 1 + 4 * 2), rtol=1e-15)
+        per_difference = 1 if params.get("keep_evaluations", True) else 2
+        np.testing.assert_allclose(sim.meter.grad_evals.values, np.full(P, 2 * 1 + 4 * per_difference), rtol=1e-15)

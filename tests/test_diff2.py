@@ -82,12 +82,20 @@ def _unequal(replace: bool) -> TorchModelProblem:
 
 
 def _aggregate(problem, algo, restart: bool, c: float, x: np.ndarray, x_prev: np.ndarray) -> np.ndarray:
+    """The released aggregate (before noise) of one round; a difference round reuses the
+    evaluation at ``x_prev`` that a restart there kept (one gradient evaluation per node)."""
     meter = Meter(P)
     ctx = Context(problem, TOP, RngStreams(0, P), meter, Channel(meter))
     ctx.prepared = algo.prepare(problem, [TOP])[0]
-    payload = {"x": x, "x_prev": x_prev, "restart": np.array(restart), "clip": np.array(c)}
+    state = algo.init(ctx)
     clients = np.arange(P)
-    msgs, w = algo.client_update(payload, {}, ctx, clients, 0)
+    if not restart:
+        algo.client_update({"x": x_prev, "x_prev": x_prev, "restart": np.array(True), "clip": np.array(c)}, state,
+                           ctx, clients, 0)
+    before = meter.grad_evals.values.copy()
+    payload = {"x": x, "x_prev": x_prev, "restart": np.array(restart), "clip": np.array(c)}
+    msgs, w = algo.client_update(payload, state, ctx, clients, 0)
+    np.testing.assert_allclose(meter.grad_evals.values - before, 1.0, rtol=1e-15)  # x_prev not evaluated again
     return (w @ msgs) / w.sum()
 
 
@@ -188,6 +196,66 @@ def test_a_private_run_needs_rounds_and_thresholds() -> None:
         make_algorithm("diff2", epsilon=1.0, rounds=5, clip_grad=1.0)
     with pytest.raises(ValueError, match=r"algorithm 'dp_sgd': relation"):
         make_algorithm("dp_sgd", accountant="rdp")
+
+
+# ---- kept evaluations ----------------------------------------------------------------------------
+#: A private run whose clipping is active on restarts and differences.
+KEEPING = dict(lr=0.3, restart_every=4, clip_grad=0.5, clip_diff=2.0, epsilon=3.0, rounds=10)
+
+
+def _per_round(params: dict, rounds: int = 10, tamper=None) -> tuple[list[np.ndarray], np.ndarray, Simulation]:
+    """Iterates after each round, gradient evaluations of each round (node 0), and the run;
+    ``tamper(sim, r)`` may change the state before round ``r``."""
+    sim = Simulation(RunSpec("d2", PROB, TOP, make_algorithm("diff2", **params), 0, StopCriteria(rounds=rounds)))
+    sim.start()
+    xs, evals = [], [0.0]
+    for r in range(rounds):
+        if tamper is not None:
+            tamper(sim, r)
+        sim.apply_rounds(1)
+        xs.append(sim.state["x"].copy())
+        evals.append(float(sim.meter.grad_evals.values[0]))
+    return xs, np.diff(evals), sim
+
+
+def test_kept_evaluations_give_the_two_point_iterates_with_one_evaluation_per_round() -> None:
+    kept_x, kept_evals, sim = _per_round(KEEPING)
+    two_x, two_evals, two = _per_round({**KEEPING, "keep_evaluations": False})
+    assert set(sim.state) == {"x", "x_prev", "v", "kept_at", "kept"} and set(two.state) == {"x", "x_prev", "v"}
+    assert sim.state["kept"].shape == (P, 51, PROB.evaluation_width())
+    assert np.linalg.norm(kept_x[-1] - PROB.initial_parameters()) > 1e-2
+    for a, b in zip(kept_x, two_x):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    restart = np.arange(10) % 4 == 0
+    np.testing.assert_allclose(kept_evals, 1.0, rtol=1e-15)
+    np.testing.assert_allclose(two_evals, np.where(restart, 1.0, 2.0), rtol=1e-15)
+    assert "kept" not in make_engine("local").run(RunSpec("g", PROB, TOP, make_algorithm("dp_gd", clip=1.0), 0,
+                                                          StopCriteria(rounds=2))).final_state
+
+
+def _forget(sim: Simulation, r: int) -> None:
+    """Before round 6: the kept evaluations are gone (a state rebuilt by init) and their
+    buffer holds garbage."""
+    if r == 6 and "kept" in sim.state:
+        sim.state["kept_at"][:] = np.nan
+        sim.state["kept"][:] = 7.0
+
+
+def _move_back(sim: Simulation, r: int) -> None:
+    """Before round 6: the previous iterate is no longer the one the nodes evaluated."""
+    if r == 6:
+        sim.state = {**sim.state, "x_prev": sim.state["x_prev"] + 1e-3}
+
+
+@pytest.mark.parametrize("tamper", [_forget, _move_back], ids=["forgotten", "x_prev changed"])
+def test_a_stale_kept_evaluation_is_not_used(tamper) -> None:
+    """A difference round whose kept evaluation is missing or belongs to another point
+    evaluates both points: the two-point run's iterates, counted twice that round."""
+    kept_x, kept_evals, _ = _per_round(KEEPING, tamper=tamper)
+    two_x, _, _ = _per_round({**KEEPING, "keep_evaluations": False}, tamper=tamper)
+    for a, b in zip(kept_x, two_x):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(kept_evals, np.where(np.arange(10) == 6, 2.0, 1.0), rtol=1e-15)
 
 
 # ---- the BVR-L-SGD routine ---------------------------------------------------------------------

@@ -111,6 +111,29 @@ def test_every_algorithm_gives_the_local_table(ranks: int, local_reference, tmp_
                                              "MPI job (rank 0 drives the run and holds shard 0)")
 
 
+def test_diff2_keeping_its_evaluations_gives_the_local_table(tmp_path: Path) -> None:
+    """DIFF2 on a torch model, its nodes keeping their evaluations in per-client rows on the
+    ranks (and not keeping them): the local engine's table, epsilon and gradient counts included."""
+    keeping = {"lr": 0.3, "restart_every": 3, "clip_grad": 0.5, "clip_diff": 2.0, "epsilon": 3.0, "rounds": 7}
+    cfg = {"name": "mpi_diff2", "seeds": [1], "topology": ["complete"], "stop": {"rounds": 7},
+           "record": {"every": 3.0},
+           "problem": {"name": "mlp_regression", "n": 5, "hidden": 4, "device": "cpu",
+                       "data": {"source": "teacher", "n_samples": 53, "d": 3}},
+           "algorithms": [{"name": "diff2", "params": keeping},
+                          {"name": "diff2", "label": "diff2_two_point",
+                           "params": {**keeping, "keep_evaluations": False}}]}
+    path = write_config(tmp_path, cfg)
+    ref = local_table(path, tmp_path / "local")
+    res = mpirun(2, "run", str(path), "--engine", "mpi", "--out", str(tmp_path / "mpi"), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = table(tmp_path / "mpi")
+    assert (got["status"] == "ok").all(), got[["algorithm", "message"]]
+    pd.testing.assert_frame_equal(ref, got, rtol=1e-9, atol=1e-12)
+    last = got[got["round"] == 7].set_index("algorithm")
+    assert last.loc["diff2", "grad_evals"] < last.loc["diff2_two_point", "grad_evals"]
+    assert last.loc["diff2", "epsilon"] > 0
+
+
 def test_a_rank_that_raises_ends_the_job_and_resume_finishes_it(tmp_path: Path) -> None:
     """Rank 1 raises in the second run of three: the job ends (non-zero exit, rank 1's error on
     rank 0's output) with the first run kept; --resume runs the other two, once each."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -23,6 +24,23 @@ from fedopt.core.meter import Meter
 from fedopt.core.rng import NodeStream
 
 _PROBLEMS: dict[str, Callable[..., "Problem"]] = {}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a problem keeps of one evaluation of per-sample gradients over a block of nodes,
+    so that a later clipped difference against the same points evaluates only the new ones
+    (:meth:`CountingOracle.clipped_grad_sums_keeping`).
+
+    ``at [k, d]``: the point of each row (a row of NaN: nothing kept); ``samples [k, b, w]``:
+    the per-sample quantities there, ``w = `` :meth:`Problem.evaluation_width` floats for each
+    of the ``b`` samples of the call that made them (their meaning is the problem's own: only
+    the problem that made them reads them). Both are plain arrays with one row per node, so an
+    algorithm keeps them in its explicit per-client state and they travel with the rows.
+    """
+
+    at: FloatArray
+    samples: FloatArray
 
 
 class ProblemParamError(ValueError):
@@ -141,6 +159,28 @@ class Problem(ABC):
         if X_prev is not None:
             G = G - self.sample_grads(X_prev, nodes, idx)
         return clipped_node_sums(G, t, mask)
+
+    def evaluation_width(self) -> int:
+        """Floats per sample that :meth:`clipped_grad_sums_keeping` keeps of one evaluation
+        point; 0 (the default): this problem keeps nothing, and a clipped difference always
+        evaluates both of its points."""
+        return 0
+
+    def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                                  mask: FloatArray | None = None, X_prev: FloatArray | None = None,
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """:meth:`clipped_grad_sums`, and what it evaluated at ``X``: ``(sums [k, d], samples
+        [k, b, w])`` with ``w`` = :meth:`evaluation_width`. A difference is taken against
+        ``X_prev`` (evaluated here) or against ``kept [k, b, w]``, the ``samples`` an earlier
+        call returned at the previous points on the same ``idx`` (not evaluated again; at most
+        one of ``X_prev`` and ``kept``). Whether ``kept`` still belongs to the previous points
+        is the caller's check (:meth:`CountingOracle.clipped_grad_sums_keeping` makes it).
+        ``out``: a writable float64 ``[k, b, w]`` array the samples are written into and
+        returned as (an algorithm's state rows; it may be ``kept`` itself), else a new array.
+        A problem whose :meth:`evaluation_width` is 0 has no such oracle."""
+        raise TypeError(f"{type(self).__name__} keeps no evaluations (evaluation_width() is 0): "
+                        "use clipped_grad_sums")
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: mean of ``batch`` per-sample gradients drawn uniformly
@@ -268,6 +308,15 @@ class ShardView(Problem):
                           mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
         return self.full.clipped_grad_sums(X, nodes, idx, c, mask, X_prev)
 
+    def evaluation_width(self) -> int:
+        return self.full.evaluation_width()
+
+    def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                                  mask: FloatArray | None = None, X_prev: FloatArray | None = None,
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        return self.full.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, kept, out)
+
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         return self.full.stochastic_grad(X, nodes, rng, batch)
 
@@ -337,7 +386,8 @@ class CountingOracle:
 
     This and the :class:`~fedopt.core.meter.Channel` are the only places that count.
     ``grad`` counts one gradient evaluation per row (one full local gradient);
-    ``sample_grads``, ``clipped_grad_sums`` (at each evaluation point) and
+    ``sample_grads``, ``clipped_grad_sums`` and ``clipped_grad_sums_keeping`` (at each point
+    they evaluate: a kept evaluation they reuse is not evaluated again) and
     ``stochastic_grad`` count ``b / m_i`` per row, so curves against ``grad_evals``
     compare full-batch and stochastic methods in the same unit (passes over local data). ``conjugate_grad`` (a dual gradient) counts one
     gradient evaluation per row; ``gd_steps`` runs and counts whole local
@@ -427,6 +477,59 @@ class CountingOracle:
         for _ in range(1 if X_prev is None else 2):
             self.meter.grad_evals.add(nodes, used / self._m[nodes])
         return self.problem.clipped_grad_sums(X, nodes, idx, c, mask, X_prev)
+
+    def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                                  mask: FloatArray | None, X_prev: FloatArray | None,
+                                  kept: Evaluation | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, Evaluation]:
+        """:meth:`clipped_grad_sums` that also returns what it evaluated at ``X`` (an
+        :class:`Evaluation` at ``X``), and that reuses ``kept`` for the difference against
+        ``X_prev`` where it is still valid (the problem's
+        :meth:`~Problem.clipped_grad_sums_keeping`; it needs :meth:`Problem.evaluation_width` > 0).
+
+        ``kept`` is the :class:`Evaluation` an earlier call returned on the same samples
+        ``idx``. A row uses it only when its ``kept.at`` row equals its ``X_prev`` row exactly
+        (bit for bit; NaN never does): any other row, a stale one (an iterate that moved on,
+        state restored without its evaluation), evaluates ``X_prev`` again, so the sums are
+        always those of :meth:`clipped_grad_sums`. Counting says what was computed: ``b / m_i``
+        gradient evaluations per row (``Σ_j mask_kj / m_i`` with a mask) at ``X``, and as many
+        again at ``X_prev`` for a difference whose row did not reuse ``kept`` (a reused
+        evaluation was counted by the call that made it). The kept samples a row does not use
+        (``mask`` 0: padding) are zeros, so what is kept does not depend on which nodes shared
+        the call. ``out``: a writable float64 ``[k, b, w]`` array that receives the new
+        evaluation's samples (e.g. the caller's state rows, which may hold ``kept.samples``
+        themselves), else a new array."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        k = len(nodes)
+        used = idx.shape[1] if mask is None else np.asarray(mask, dtype=np.float64).sum(axis=1)
+        fresh = np.ones(k, dtype=bool)  # rows that evaluate X_prev
+        if X_prev is not None and kept is not None:
+            want = (k, idx.shape[1], self.problem.evaluation_width())
+            if np.shape(kept.at) != np.shape(X_prev) or np.shape(kept.samples) != want:
+                raise ValueError(f"clipped_grad_sums_keeping: kept must hold at [k, d] = {list(np.shape(X_prev))} "
+                                 f"and samples [k, b, w] = {list(want)}; got {list(np.shape(kept.at))} and "
+                                 f"{list(np.shape(kept.samples))}")
+            fresh = ~(np.asarray(kept.at) == np.asarray(X_prev)).all(axis=1)
+        passes = np.where(fresh, 2.0, 1.0) if X_prev is not None else 1.0
+        self.meter.grad_evals.add(nodes, passes * used / self._m[nodes])
+        problem = self.problem
+        if X_prev is None or kept is None or fresh.all():
+            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, X_prev, out=out)
+        elif not fresh.any():
+            sums, samples = problem.clipped_grad_sums_keeping(X, nodes, idx, c, mask, kept=np.asarray(kept.samples),
+                                                              out=out)
+        else:  # some rows reuse their evaluation, the others evaluate X_prev: one call for each group
+            t = clip_thresholds(c, k)
+            sums = np.empty((k, self.problem.d))
+            samples = np.empty((k, idx.shape[1], problem.evaluation_width())) if out is None else out
+            for rows, use in ((np.flatnonzero(~fresh), True), (np.flatnonzero(fresh), False)):  # two groups
+                part = None if mask is None else np.asarray(mask)[rows]
+                sums[rows], samples[rows] = problem.clipped_grad_sums_keeping(
+                    np.asarray(X)[rows], nodes[rows], np.asarray(idx)[rows], t[rows], part,
+                    None if use else np.asarray(X_prev)[rows], np.asarray(kept.samples)[rows] if use else None)
+        if mask is not None:  # padding keeps zeros: what is kept does not depend on which nodes shared a call
+            samples[np.asarray(mask) == 0] = 0.0
+        return sums, Evaluation(np.array(X, dtype=np.float64), samples)
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradients (:meth:`Problem.stochastic_grad`), ``batch / m_i`` gradient

@@ -140,7 +140,12 @@ class Kernels(NamedTuple):
     """The vmapped kernels of a module (see :func:`make_kernels`); ``clipping`` names the
     method of the two fused clipping kernels (``layerwise`` or ``vmap``) and ``sample_width``
     the elements they hold per sample and evaluation point (``d`` for ``vmap``; the Linear
-    layers' input and output widths for ``layerwise``)."""
+    layers' input and output widths for ``layerwise``). The layerwise kernels also keep an
+    evaluation (``kept_width`` floats per sample; 0 and ``None`` kernels for ``vmap``):
+    ``clipped_sums_keep(X, A, Y, w, t) -> (sums, parts)``, ``evaluate(X, A, Y) -> E`` and
+    ``clipped_diff_sums_kept(X, E_prev, A, Y, w, t) -> (sums, parts)``, the difference against
+    the point where ``E_prev`` was evaluated; ``parts`` are the blocks of ``E``'s last axis in
+    order (the caller writes them where ``E`` is kept, without a packed copy)."""
 
     value: Callable[..., "torch.Tensor"]
     grad: Callable[..., "torch.Tensor"]
@@ -149,6 +154,10 @@ class Kernels(NamedTuple):
     clipped_diff_sums: Callable[..., "torch.Tensor"]
     clipping: str
     sample_width: int
+    clipped_sums_keep: Callable[..., tuple["torch.Tensor", tuple["torch.Tensor", ...]]] | None = None
+    clipped_diff_sums_kept: Callable[..., tuple["torch.Tensor", tuple["torch.Tensor", ...]]] | None = None
+    evaluate: Callable[..., "torch.Tensor"] | None = None
+    kept_width: int = 0
     #: Full-batch gradients of a Linear/activation stack with batched matrix products
     #: (:func:`_stack_grad_kernel`), ``None`` for other modules (``grad`` is used).
     stack_grad: Callable[..., dict[str, "torch.Tensor"]] | None = None
@@ -193,7 +202,7 @@ def _layerwise_kernels(
     loss: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"],
     unflatten: Callable[["torch.Tensor"], dict[str, "torch.Tensor"]],
     flatten: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"],
-) -> tuple[Callable[..., "torch.Tensor"], Callable[..., "torch.Tensor"]]:
+) -> tuple[Callable[..., Any], ...]:
     """The fused clipping kernels of a Linear/activation stack without per-sample gradients.
 
     A Linear layer ``z = W a + b`` gives sample ``j`` the gradients ``δ_j a_jᵀ`` (``W``) and
@@ -205,7 +214,15 @@ def _layerwise_kernels(
     ``Δa = a − a'``): ``δaᵀ − δ'a'ᵀ = Δδ aᵀ + δ' Δaᵀ``, so
     ``‖·‖² = ‖Δδ‖²‖a‖² + 2(Δδ·δ')(a·Δa) + ‖δ'‖²‖Δa‖²`` and the sum is
     ``(s∘Δδ)ᵀA + (s∘δ')ᵀΔA``, both from differences (no cancellation of the two
-    gradients' full size). The cost is about a full-batch gradient per evaluation point."""
+    gradients' full size). The cost is about a full-batch gradient per evaluation point.
+
+    An evaluation point is all a difference needs of it in ``δ`` and ``a`` of every Linear
+    layer (``a`` of a first Linear layer is the data, not kept): the kernels that keep an
+    evaluation pack them as ``E [b, w]`` per sample (:func:`make_kernels`' ``kept_width``),
+    and a difference against a kept ``E`` evaluates only the new point, with the arithmetic
+    of a difference whose earlier point is evaluated alone (:func:`evaluate`) in the same
+    call. Returns ``(clipped_sums, clipped_diff_sums, clipped_sums_keep,
+    clipped_diff_sums_kept, evaluate, kept_width)``, vmapped over nodes."""
     import torch
     from torch import nn
     from torch.func import grad, vmap
@@ -245,9 +262,9 @@ def _layerwise_kernels(
     def sq(v: "torch.Tensor") -> "torch.Tensor":
         return torch.linalg.vector_norm(v, dim=-1) ** 2
 
-    def clipped_sums(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
-                     t: "torch.Tensor") -> "torch.Tensor":
-        ds, acts = deltas(flat, A, Y)
+    def sums_of(ds: tuple["torch.Tensor", ...], acts: tuple["torch.Tensor", ...], w: "torch.Tensor",
+                t: "torch.Tensor") -> "torch.Tensor":
+        """``Σ_j w_j clip(g_j, t)`` from the ``δ`` and ``a`` of every Linear at one point."""
         norm2 = torch.zeros_like(w)
         for (_, m), d, a in zip(linear, ds, acts):
             dd = sq(d)
@@ -255,11 +272,10 @@ def _layerwise_kernels(
         s = (_clip_scale(norm2, t) * w)[:, None]
         return assemble([(sd.T @ a, sd.sum(dim=0)) for sd, a in ((s * d, a) for d, a in zip(ds, acts))])
 
-    def clipped_diff_sums(flat: "torch.Tensor", prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
-                          w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-        both = vmap(deltas, in_dims=(0, None, None))(torch.stack([flat, prev]), A, Y)  # both points at once
-        ds, acts = tuple(d[0] for d in both[0]), tuple(a[0] for a in both[1])
-        ds_p, acts_p = tuple(d[1] for d in both[0]), tuple(a[1] for a in both[1])
+    def diff_sums(ds: tuple["torch.Tensor", ...], acts: tuple["torch.Tensor", ...], ds_p: tuple["torch.Tensor", ...],
+                  acts_p: tuple["torch.Tensor", ...], w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        """``Σ_j w_j clip(g_j − g'_j, t)`` from the ``δ``, ``a`` at the new point and ``δ'``, ``a'``
+        at the earlier one."""
         norm2 = torch.zeros_like(w)
         terms = []
         for l, ((_, m), d, dp, a, ap) in enumerate(zip(linear, ds, ds_p, acts, acts_p)):
@@ -280,7 +296,48 @@ def _layerwise_kernels(
             parts.append((gw, sd.sum(dim=0)))
         return assemble(parts)
 
-    return vmap(clipped_sums), vmap(clipped_diff_sums)
+    def clipped_sums(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                     t: "torch.Tensor") -> "torch.Tensor":
+        return sums_of(*deltas(flat, A, Y), w, t)
+
+    def clipped_diff_sums(flat: "torch.Tensor", prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                          w: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        both = vmap(deltas, in_dims=(0, None, None))(torch.stack([flat, prev]), A, Y)  # both points at once
+        ds, acts = tuple(d[0] for d in both[0]), tuple(a[0] for a in both[1])
+        ds_p, acts_p = tuple(d[1] for d in both[0]), tuple(a[1] for a in both[1])
+        return diff_sums(ds, acts, ds_p, acts_p, w, t)
+
+    # what an evaluation point keeps per sample: δ of every Linear, then a of every Linear but a first one
+    keep_a = [l for l in range(len(linear)) if not (l == 0 and first_is_linear)]
+    widths = [m.out_features for _, m in linear] + [linear[l][1].in_features for l in keep_a]
+
+    def pack(ds: tuple["torch.Tensor", ...], acts: tuple["torch.Tensor", ...]) -> tuple["torch.Tensor", ...]:
+        """The kept quantities in their order in ``E``'s last axis (the caller writes them there)."""
+        return (*ds, *(acts[l] for l in keep_a))
+
+    def unpack(E: "torch.Tensor", A: "torch.Tensor"
+               ) -> tuple[tuple["torch.Tensor", ...], tuple["torch.Tensor", ...]]:
+        parts = torch.split(E, widths, dim=-1)
+        ds, kept_a = parts[:len(linear)], dict(zip(keep_a, parts[len(linear):]))
+        return tuple(ds), tuple(kept_a.get(l, A) for l in range(len(linear)))
+
+    def clipped_sums_keep(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor", w: "torch.Tensor",
+                          t: "torch.Tensor") -> tuple["torch.Tensor", tuple["torch.Tensor", ...]]:
+        ds, acts = deltas(flat, A, Y)
+        return sums_of(ds, acts, w, t), pack(ds, acts)
+
+    def evaluate(flat: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor") -> "torch.Tensor":
+        return torch.cat(pack(*deltas(flat, A, Y)), dim=-1)
+
+    def clipped_diff_sums_kept(flat: "torch.Tensor", E_prev: "torch.Tensor", A: "torch.Tensor", Y: "torch.Tensor",
+                               w: "torch.Tensor", t: "torch.Tensor"
+                               ) -> tuple["torch.Tensor", tuple["torch.Tensor", ...]]:
+        ds, acts = deltas(flat, A, Y)
+        ds_p, acts_p = unpack(E_prev, A)
+        return diff_sums(ds, acts, ds_p, acts_p, w, t), pack(ds, acts)
+
+    return (vmap(clipped_sums), vmap(clipped_diff_sums), vmap(clipped_sums_keep), vmap(clipped_diff_sums_kept),
+            vmap(evaluate), sum(widths))
 
 
 def _stack_grad_kernel(
@@ -427,13 +484,16 @@ def make_kernels(
         return _clipped_sum(flat_sample_grads(flat, A, Y) - flat_sample_grads(prev, A, Y), w, t)
 
     if plan is not None and clipping != "vmap":
-        sums, diff_sums = _layerwise_kernels(plan, loss, unflatten, flatten)
+        sums, diff_sums, sums_keep, diff_sums_kept, evaluate, kept_width = _layerwise_kernels(plan, loss, unflatten,
+                                                                                            flatten)
         kind, width = "layerwise", sum(m.in_features + m.out_features for _, m in plan if isinstance(m, nn.Linear))
-    else:
-        sums, diff_sums = vmap(node_clipped_sum), vmap(node_clipped_diff_sum)
-        kind, width = "vmap", sum(int(p.numel()) for p in module.parameters())
+        return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width,
+                       sums_keep, diff_sums_kept, evaluate, kept_width, _stack_grad_kernel(plan, loss))
+    sums, diff_sums = vmap(node_clipped_sum), vmap(node_clipped_diff_sum)
+    kind, width = "vmap", sum(int(p.numel()) for p in module.parameters())
     stack = None if plan is None else _stack_grad_kernel(plan, loss)
-    return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width, stack)
+    return Kernels(vmap(value), vmap(node_grad), vmap(node_sample_grads), sums, diff_sums, kind, width,
+                   stack_grad=stack)
 
 
 class _VmapOracles:
@@ -592,6 +652,38 @@ class _VmapOracles:
         A, Y = self._checked_samples(nodes, idx)
         return self._flat_out(self._kernels.sample_grads(self._to_device(X, len(nodes)), A, Y), tuple(A.shape[:2]))
 
+    def _clip_inputs(self, nodes: IntArray, idx: IntArray, c: float | FloatArray, mask: FloatArray | None
+                     ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """``(A [k, b, *in], Y, w [k, b], t [k])`` of a clipping call on the device (checked).
+
+        Every sample of each node in order, padded as :func:`fedopt.privacy.clipping.all_samples`
+        pads (``idx[p, i] = min(i, m_p − 1)``, ``mask`` 0 on the padding) reads the nodes' rows
+        where they are (no gather): there the padding holds zeros instead of repeats of the last
+        sample, which changes nothing, as masked samples add exact zeros."""
+        import torch
+
+        k = len(nodes)
+        t = torch.as_tensor(clip_thresholds(c, k), dtype=self.dtype, device=self.device)
+        idx = np.asarray(idx)
+        b = idx.shape[1] if idx.ndim == 2 else -1
+        m = self.m[nodes][:, None] if idx.ndim == 2 and idx.shape[0] == k else None
+        ar = np.arange(b)[None, :]
+        if (m is not None and mask is not None and np.shape(mask) == (k, b) and b <= int(self.m.max())
+                and np.array_equal(idx, np.minimum(ar, m - 1)) and not np.asarray(mask)[ar >= m].any()):
+            A, Y, _ = self._rows(nodes)
+            A, Y = A[:, :b], Y[:, :b]
+        else:
+            A, Y = self._checked_samples(nodes, idx)
+        b = A.shape[1]
+        if mask is None:
+            w = torch.ones((k, b), dtype=self.dtype, device=self.device)
+        else:
+            mask = np.asarray(mask, dtype=np.float64)
+            if mask.shape != (k, b):
+                raise ValueError(f"clipped_grad_sums: mask must be [k, b] = [{k}, {b}] like idx, got {mask.shape}")
+            w = torch.as_tensor(mask, dtype=self.dtype, device=self.device)
+        return A, Y, w, t
+
     def clipped_grad_sums(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
                           mask: FloatArray | None = None, X_prev: FloatArray | None = None) -> FloatArray:
         """Sums of clipped per-sample gradients or gradient differences (the arithmetic of
@@ -604,16 +696,8 @@ class _VmapOracles:
 
         nodes = np.asarray(nodes, dtype=np.int64)
         k = len(nodes)
-        t = torch.as_tensor(clip_thresholds(c, k), dtype=self.dtype, device=self.device)
-        A, Y = self._checked_samples(nodes, idx)
+        A, Y, w, t = self._clip_inputs(nodes, idx, c, mask)
         b = A.shape[1]
-        if mask is None:
-            w = torch.ones((k, b), dtype=self.dtype, device=self.device)
-        else:
-            mask = np.asarray(mask, dtype=np.float64)
-            if mask.shape != (k, b):
-                raise ValueError(f"clipped_grad_sums: mask must be [k, b] = [{k}, {b}] like idx, got {mask.shape}")
-            w = torch.as_tensor(mask, dtype=self.dtype, device=self.device)
         Xt = self._to_device(X, k)
         prev = None if X_prev is None else self._to_device(X_prev, k)
         out = torch.zeros((k, self.d), dtype=self.dtype, device=self.device)
@@ -623,6 +707,76 @@ class _VmapOracles:
             out += (self._kernels.clipped_sums(Xt, *part) if prev is None
                     else self._kernels.clipped_diff_sums(Xt, prev, *part))
         return self._out(out)
+
+    def evaluation_width(self) -> int:
+        """Floats per sample an evaluation keeps (:meth:`clipped_grad_sums_keeping`): the
+        layerwise kernels' ``δ`` of every Linear layer and the inputs ``a`` of every Linear
+        layer but a first one (21 for the DIFF2 network with ``d_in = hidden = 10``); 0 with
+        the vmap kernels (they would keep ``d`` floats per sample: a difference there always
+        evaluates both points)."""
+        return self._kernels.kept_width
+
+    def clipped_grad_sums_keeping(self, X: FloatArray, nodes: IntArray, idx: IntArray, c: float | FloatArray,
+                                  mask: FloatArray | None = None, X_prev: FloatArray | None = None,
+                                  kept: FloatArray | None = None,
+                                  out: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """:meth:`clipped_grad_sums` in the same fused kernel, also returning the evaluation at
+        ``X`` (``[k, b, w]``: each sample's ``δ`` and Linear inputs, :func:`_layerwise_kernels`);
+        a difference against ``kept`` (an earlier call's evaluation on the same ``idx``)
+        evaluates ``X`` only. The difference against ``X_prev`` evaluates ``X_prev`` alone
+        first, so both ways give the same numbers bit for bit. ``out``: where to write the
+        evaluation (see :meth:`Problem.clipped_grad_sums_keeping`); on a float64 CPU problem
+        the kernels write into it directly, chunk by chunk, each chunk after its ``kept``
+        rows were read (``out`` may be ``kept`` itself)."""
+        import torch
+
+        kern = self._kernels
+        if not kern.kept_width:
+            raise TypeError(f"{type(self).__name__}: the {kern.clipping} clipping kernels keep no evaluations "
+                            "(evaluation_width() is 0): use clipped_grad_sums")
+        if X_prev is not None and kept is not None:
+            raise ValueError("clipped_grad_sums_keeping: a difference is against X_prev or against kept, not both")
+        nodes = np.asarray(nodes, dtype=np.int64)
+        k = len(nodes)
+        A, Y, w, t = self._clip_inputs(nodes, idx, c, mask)
+        b = A.shape[1]
+        E_prev = None
+        if kept is not None:
+            kept = np.asarray(kept)
+            if kept.shape != (k, b, kern.kept_width):
+                raise ValueError(f"clipped_grad_sums_keeping: kept must be [k, b, w] = [{k}, {b}, {kern.kept_width}], "
+                                 f"got {list(kept.shape)}")
+            E_prev = torch.as_tensor(kept, dtype=self.dtype, device=self.device)
+        shape = (k, b, kern.kept_width)
+        if out is None:
+            out = np.empty(shape)
+        elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float64
+                  and out.flags.writeable):
+            raise ValueError(f"clipped_grad_sums_keeping: out must be a writable float64 array [k, b, w] = "
+                             f"{list(shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+        direct = self.device.type == "cpu" and self.dtype == torch.float64
+        E = torch.from_numpy(out) if direct else torch.empty(shape, dtype=self.dtype, device=self.device)
+        Xt = self._to_device(X, k)
+        prev = None if X_prev is None else self._to_device(X_prev, k)
+        total = torch.zeros((k, self.d), dtype=self.dtype, device=self.device)
+        chunk = max(1, self.clip_block // max(1, k * kern.sample_width))
+        assert kern.clipped_sums_keep is not None and kern.clipped_diff_sums_kept is not None
+        assert kern.evaluate is not None
+        for s in range(0, b, chunk):  # a loop over sample chunks (memory), not over nodes
+            sl = slice(s, s + chunk)
+            part = (A[:, sl], Y[:, sl], w[:, sl], t)
+            E_p = kern.evaluate(prev, A[:, sl], Y[:, sl]) if prev is not None else \
+                None if E_prev is None else E_prev[:, sl]
+            sums, parts = (kern.clipped_sums_keep(Xt, *part) if E_p is None
+                           else kern.clipped_diff_sums_kept(Xt, E_p, *part))
+            total += sums
+            o = 0
+            for q in parts:  # a loop over the kept blocks (δ of each Linear, inner inputs), into E's rows
+                E[:, sl, o:o + q.shape[-1]] = q
+                o += q.shape[-1]
+        if not direct:
+            out[...] = self._out(E)
+        return self._out(total), out
 
     def stochastic_grad(self, X: FloatArray, nodes: IntArray, rng: NodeStream, batch: int) -> FloatArray:
         """Minibatch gradient: the gradient of the mean loss of ``batch`` samples drawn

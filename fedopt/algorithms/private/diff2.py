@@ -41,9 +41,23 @@ Without ``epsilon`` the run is not private (no noise, ``epsilon`` column empty);
 clipping thresholds it does not clip, and then every ``v_r`` telescopes to ``∇f(x_r)``: DIFF2
 with any ``T`` is GD. ``T = 1`` is DP-GD (:mod:`fedopt.algorithms.private.dp_gd`).
 
-Counting: one gradient evaluation per node on restarts, two (at ``x_r`` and ``x_{r−1}``) on
-difference rounds, ``b/n_p̂`` per local step of the routine; one ``d``-float broadcast and
-one ``d``-float upload per node and round (and one of each with ``p̂`` for BVR-L-SGD).
+Reusing evaluations (``keep_evaluations``, on by default): a difference round needs the
+per-sample gradients at ``x_{r−1}``, which the round before evaluated. Where the problem can
+keep what a difference needs of an evaluation (:meth:`~fedopt.problems.base.Problem.evaluation_width`
+> 0: the torch problems' layerwise kernels keep each sample's output gradients and Linear
+inputs, 21 floats per sample for the paper's network), every node keeps its evaluation at
+the round's ``x_r`` in its per-client state (``kept_at [n, d]``, ``kept [n, m_max, w]``;
+they travel with the node's rows on every engine and in every checkpoint) and the next
+difference round evaluates ``x_r`` only. The evaluation is used only where ``kept_at``
+equals ``x_{r−1}`` bit for bit (:meth:`~fedopt.problems.base.CountingOracle.clipped_grad_sums_keeping`):
+any other row (state restored without it, an iterate that moved otherwise) evaluates both
+points, with the same numbers. ``keep_evaluations: false``, ``T = 1`` or a problem that keeps
+nothing evaluate both points every difference round (no per-client state).
+
+Counting: one gradient evaluation per node on restarts; on difference rounds one where the
+evaluation at ``x_{r−1}`` is reused (it was counted in the round that made it), else two (at
+``x_r`` and ``x_{r−1}``); ``b/n_p̂`` per local step of the routine; one ``d``-float broadcast
+and one ``d``-float upload per node and round (and one of each with ``p̂`` for BVR-L-SGD).
 """
 
 from __future__ import annotations
@@ -63,7 +77,7 @@ from fedopt.privacy.accounting import PrivacyLedger
 from fedopt.privacy.calibration import calibrate_groups, diff2_counts, paper_sigmas
 from fedopt.privacy.clipping import all_samples
 from fedopt.privacy.mechanism import GaussianMechanism
-from fedopt.problems.base import Problem
+from fedopt.problems.base import Evaluation, Problem
 from fedopt.topology.graph import Topology
 
 
@@ -83,6 +97,8 @@ class Diff2Params(Params):
     routine: Literal["gd", "bvr_local_sgd"] = Field("gd", description="how the estimator moves the iterate")
     local_steps: int = Field(5, ge=1, description="BVR-L-SGD local steps K")
     batch_size: int = Field(16, ge=1, description="BVR-L-SGD minibatch size b")
+    keep_evaluations: bool = Field(True, description="keep each node's per-sample evaluation at x_r for the next "
+                                   "difference round (one evaluation per round instead of two)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +114,15 @@ class Diff2Prepared(Prepared):
 
 def _threshold(c: float | None) -> float:
     return math.inf if c is None else float(c)
+
+
+def _rows(clients: IntArray) -> slice | IntArray:
+    """The rows of ``clients`` in a per-client array: a slice (views, no copies) for a run of
+    consecutive clients, else the ids."""
+    k = len(clients)
+    if k and int(clients[-1]) - int(clients[0]) == k - 1 and bool((np.diff(clients) == 1).all()):
+        return slice(int(clients[0]), int(clients[0]) + k)
+    return clients
 
 
 @register_algorithm("diff2")
@@ -147,6 +172,21 @@ class Diff2(FederatedAlgorithm):
     def restart_share(self) -> float:
         return self.params.restart_share
 
+    @property
+    def keep_evaluations(self) -> bool:
+        return self.params.keep_evaluations
+
+    def keeps(self, problem: Problem) -> bool:
+        """Whether the nodes keep their evaluations for the next difference round (see the
+        module docstring): asked for, there are difference rounds, and ``problem`` can."""
+        return self.keep_evaluations and self.restart_every > 1 and problem.evaluation_width() > 0
+
+    def state_layout(self, ctx: Context) -> dict[str, Layout]:
+        layout = dict(self.layout)
+        if self.keeps(ctx.problem):
+            layout.update(kept_at=Layout.CLIENT, kept=Layout.CLIENT)
+        return layout
+
     # ---- per-run set-up ---------------------------------------------------------------------
     def prepare(self, problem: Problem, graphs: Sequence[Topology]) -> Sequence[Prepared]:
         p = self.params
@@ -188,7 +228,12 @@ class Diff2(FederatedAlgorithm):
         if p.epsilon is not None:
             ctx.channel.open_privacy(PrivacyLedger(p.delta, p.accountant))
         x = self.initial_point(ctx)
-        return {"x": x, "x_prev": x.copy(), "v": np.zeros(ctx.d)}
+        state = {"x": x, "x_prev": x.copy(), "v": np.zeros(ctx.d)}
+        if self.keeps(ctx.problem):  # nothing kept yet: NaN points
+            m_max = int(ctx.problem.n_samples().max())
+            state.update(kept_at=np.full((ctx.n, ctx.d), np.nan),
+                         kept=np.zeros((ctx.n, m_max, ctx.problem.evaluation_width())))
+        return state
 
     def initial_point(self, ctx: Context) -> FloatArray:
         return initial_model(ctx)
@@ -220,8 +265,17 @@ class Diff2(FederatedAlgorithm):
         n_p = prep.n_samples[clients]
         idx, mask = all_samples(n_p)
         restart, c = bool(payload["restart"]), float(payload["clip"])
-        X_prev = None if restart else np.tile(payload["x_prev"], (k, 1))
-        sums = ctx.oracle.clipped_grad_sums(np.tile(payload["x"], (k, 1)), clients, idx, c, mask, X_prev)
+        X, X_prev = np.tile(payload["x"], (k, 1)), None if restart else np.tile(payload["x_prev"], (k, 1))
+        if self.keeps(ctx.problem):
+            rows, b = _rows(clients), idx.shape[1]
+            view = state["kept"][rows, :b] if isinstance(rows, slice) else None  # written in place
+            kept = None if restart else Evaluation(state["kept_at"][rows], state["kept"][rows, :b])
+            sums, new = ctx.oracle.clipped_grad_sums_keeping(X, clients, idx, c, mask, X_prev, kept, out=view)
+            state["kept_at"][rows] = new.at
+            if view is None:
+                state["kept"][rows, :b] = new.samples
+        else:
+            sums = ctx.oracle.clipped_grad_sums(X, clients, idx, c, mask, X_prev)
         means = sums / n_p[:, None]  # sum / n_p over all the node's samples
         mech = prep.restart if restart else prep.difference
         if mech is not None:

@@ -50,3 +50,7 @@ class DPGD(Diff2):
     @property
     def restart_share(self) -> float:
         return 1.0
+
+    @property
+    def keep_evaluations(self) -> bool:
+        return False  # every round a restart: no difference reads an earlier evaluation
