@@ -231,3 +231,18 @@ def test_fitted_lengthscales_give_each_client_the_gp_of_its_own_lengthscale() ->
     check(n)
     gp.add(hx[:, n:n + 5], hy[:, n:n + 5], state, clients, X)
     check(n + 5)
+
+
+def test_bounds_project_every_local_iterate_onto_the_box() -> None:
+    """``bounds``: each local iterate is clipped onto [low, high]^d after its Adam step, so the
+    queried iterates and the server's average stay inside; without it they leave the box."""
+    lo, hi = 0.3, 0.7
+    free, boxed = _run(2), _run(2, bounds=[lo, hi])
+    T, A = SMALL["local_steps"], 5
+    rows = [SMALL["n_inits"] + 1 + r * (1 + T + A * (T - 1)) + s * (1 + A) for r in range(2) for s in range(T)]
+    for sim, inside in ((boxed, True), (free, False)):
+        X = sim.state["hx"][:, rows]                                              # the iterates x_{r,t}
+        assert bool(((X >= lo) & (X <= hi)).all()) == inside
+    assert ((boxed.state["x"] >= lo) & (boxed.state["x"] <= hi)).all()
+    with pytest.raises(ValueError, match="bounds.*low < high"):
+        make_algorithm("fzoos", bounds=[1.0, 0.0])

@@ -73,7 +73,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.zo_base import problem_start
@@ -116,8 +116,18 @@ class FZooSParams(Params):
     device: str = Field("cpu", description="torch device of the surrogates")
     dtype: Literal["float64", "float32"] = Field(
         "float64", description="precision of the surrogates (float32: about 2x faster steps, looser solves)")
+    bounds: tuple[float, float] | None = Field(
+        None, description="project each local iterate onto [low, high]^d (the paper's domain X = [0, 1]^d); "
+        "default: no projection, as in the paper's code")
     cosine: bool = Field(False, description="record grad_cosine and grad_cosine_local (the problem's exact "
                          "gradients, uncounted; NaN where it has none)")
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"need low < high, got {list(v)}")
+        return v
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,6 +251,8 @@ class FZooS(FederatedAlgorithm):
             m = p.beta1 * m + (1.0 - p.beta1) * G
             v = p.beta2 * v + (1.0 - p.beta2) * G * G
             X = X - p.lr * (m / (1.0 - p.beta1**t)) / (np.sqrt(v / (1.0 - p.beta2**t)) + p.adam_eps)
+            if p.bounds is not None:
+                X = np.clip(X, p.bounds[0], p.bounds[1])
             ctx.oracle.local_step(clients)
             new = X[:, None, :]
             ynew = self._query(ctx, state, clients, new)
