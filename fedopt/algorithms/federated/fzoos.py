@@ -58,7 +58,16 @@ initial queries        ``n_inits`` (10) at x0 + 0.01 U[−1,1]^d  same (the code
 server                 plain average                            the code also rejects x_r when the
                                                                 true F does not improve
                                                                 (uncounted): not implemented
+iterates               not projected (neither paper nor code    ``bounds: [0, 1]`` projects each local
+                       says so; the objectives clip inputs      iterate onto the box (a coordinate
+                       to [0, 1]^d)                             that leaves it meets a flat objective
+                                                                and the surrogate cannot bring it
+                                                                back)
 =====================  ======================================  =====================================
+
+Diagnostics (uncounted): with ``cosine`` the columns ``grad_cosine`` (cos(ĝ_i, ∇F)) and
+``grad_cosine_local`` (cos(∇μ_i, ∇f_i)), averaged over the clients and the local steps of the
+round, from the problem's exact gradients (the paper's Fig. 5).
 
 Counting per client and round (``T`` steps, ``A = 5`` active queries per step): ``1 + T +
 A(T − 1)`` queries (``+ n_inits`` once; ``+ 1 + 50`` with ``server_queries``); messages as
