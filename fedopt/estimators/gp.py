@@ -224,6 +224,13 @@ def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, v
     single gradient run from one start misses; the code of the paper restarts L-BFGS 20
     times). Every client is fitted on its own data alone, so a client's ``l`` does not depend
     on which clients share the call.
+
+    gpytorch / botorch are not used for this: neither is a dependency of fedopt, and their fits
+    run one optimiser (Adam steps, or botorch's L-BFGS through ``fit_gpytorch_mll``) on the
+    batch's summed likelihood over constrained raw parameters. A joint run couples the clients
+    through its line search and stopping rule, so a client's ``l`` would depend on its shard and
+    the engines would no longer agree to 1e-9. A single start also misses the other modes of a
+    one-dimensional likelihood, and the whole search here is a few lines of batched Cholesky.
     """
     lo, hi = bounds
     if not 0 < lo < hi:
