@@ -243,3 +243,53 @@ def test_a_clients_rff_gradient_does_not_depend_on_the_clients_sharing_its_call(
         torch.testing.assert_close(rff.grad(x[idx], W[idx], V, b), g[idx], rtol=0, atol=0)
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         assert float((rff.mean(C[idx], W[idx], V, b) - mu[idx]).abs().max()) <= tol * float(mu.abs().max())
+
+
+def _gp_samples(lengthscales: list[float], kern: str, n: int, d: int, noise: float, seed: int):
+    """One client per lengthscale: inputs U[0, 1]^d and a draw of GP(0, κ(r/l)) + N(0, σ²) (numpy)."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, (len(lengthscales), n, d))
+    ys = []
+    for Xi, l in zip(X, lengthscales):
+        r = np.linalg.norm(Xi[:, None] - Xi[None], axis=-1)
+        s = np.sqrt(5) * r / l
+        K = np.exp(-0.5 * r**2 / l**2) if kern == "se" else (1 + s + s**2 / 3) * np.exp(-s)
+        ys.append(np.linalg.cholesky(K + noise * np.eye(n)) @ rng.standard_normal(n))
+    return torch.tensor(X, dtype=T64), torch.tensor(np.array(ys), dtype=T64)
+
+
+def test_log_marginal_likelihood_is_the_gaussian_log_density() -> None:
+    from scipy.stats import multivariate_normal
+
+    from fedopt.estimators.gp import log_marginal_likelihood
+
+    X, y = _gp_samples([0.3, 0.7], "matern52", 40, 2, 1e-3, seed=3)
+    ls = torch.tensor([0.5, 0.9], dtype=T64)
+    got = log_marginal_likelihood("matern52", X, y, ls, 1e-3, variance=2.0).numpy()
+    for i in range(2):
+        Xi, yi, l = X[i].numpy(), y[i].numpy(), float(ls[i])
+        s = np.sqrt(5) * np.linalg.norm(Xi[:, None] - Xi[None], axis=-1) / l
+        cov = 2.0 * (1 + s + s**2 / 3) * np.exp(-s) + 1e-3 * np.eye(len(Xi))
+        assert got[i] == pytest.approx(multivariate_normal(np.full(len(yi), yi.mean()), cov).logpdf(yi), rel=1e-10)
+
+
+@pytest.mark.parametrize("kern", ["se", "matern52"])
+def test_marginal_likelihood_fit_recovers_the_lengthscale_of_gp_samples(kern: str) -> None:
+    """Samples of GPs with known lengthscales, one per client: the batched fit finds each
+    within 10 %, no point of a fine grid has a larger likelihood, and a client's lengthscale
+    does not depend on the clients beside it."""
+    from fedopt.estimators.gp import fit_lengthscale, log_marginal_likelihood
+
+    truth = [0.1, 0.3, 0.8, 1.0]
+    X, y = _gp_samples(truth, kern, 300, 3, 1e-4, seed=0)
+    zero = torch.zeros(4, dtype=T64)
+    got = fit_lengthscale(kern, X, y, 1e-4, mean=zero)
+    np.testing.assert_allclose(got.numpy(), truth, rtol=0.1)
+    best = log_marginal_likelihood(kern, X, y, got, 1e-4, mean=zero)
+    for l in np.geomspace(0.02, 50, 400):
+        assert (log_marginal_likelihood(kern, X, y, torch.full((4,), l, dtype=T64), 1e-4, mean=zero)
+                <= best + 1e-9).all()
+    alone = fit_lengthscale(kern, X[2:3], y[2:3], 1e-4, mean=torch.zeros(1, dtype=T64))
+    assert float(alone[0]) == pytest.approx(float(got[2]), rel=1e-12)
+    with pytest.raises(ValueError, match="bounds"):
+        fit_lengthscale(kern, X, y, 1e-4, bounds=(1.0, 0.5))

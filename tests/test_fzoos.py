@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import networkx as nx
 import numpy as np
 import pytest
@@ -72,14 +73,15 @@ def test_query_and_message_counts_equal_the_formula(server_queries: bool) -> Non
 
 @pytest.mark.parametrize("params", [{}, {"window": "nearest", "window_size": 20, "rff_window": "nearest",
                                          "rff_window_size": 30, "y_scale": "minmax", "kernel": "matern52"},
-                                    {"server_queries": True}])
+                                    {"server_queries": True}, {"cosine": True},
+                                    {"lengthscale_fit": "ml", "window": "nearest", "window_size": 20}])
 def test_sharded_engine_gives_the_same_table(params) -> None:
     ref = _run(3, engine="local", **params)
     got = _run(3, engine="sharded", **params)
     assert got.status == "ok", got.message
     for ra, rb in zip(ref.rows, got.rows):
-        for key in ("subopt", "queries", "messages", "bytes"):
-            assert rb[key] == pytest.approx(ra[key], rel=1e-9, abs=1e-12)
+        for key in ("subopt", "queries", "messages", "bytes", "grad_cosine", "grad_cosine_local"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-9, abs=1e-12, nan_ok=True)
     np.testing.assert_allclose(got.final_state["hx"], ref.state["hx"], rtol=1e-9, atol=1e-12)
 
 
@@ -149,3 +151,98 @@ def test_float32_surrogates_follow_the_float64_run() -> None:
     np.testing.assert_array_equal(a.meter.per_node()["queries"], b.meter.per_node()["queries"])
     moved = np.linalg.norm(a.state["x"] - PROB.x0)
     assert 0 < np.linalg.norm(b.state["x"] - a.state["x"]) < 0.25 * moved
+
+
+def _quadratic_grads(u: np.ndarray) -> np.ndarray:
+    """``[n, d]``: ∇f_i(u) of the Dirichlet quadratic by hand (x = lb + 20u, f_i = (a_i x² + b_i x + 1)/(10d))."""
+    x = -10.0 + 20.0 * u
+    return 20.0 * (2.0 * PROB.a * x + PROB.b) / (10.0 * D)
+
+
+def test_gradient_cosines_are_the_round_means_of_the_step_cosines() -> None:
+    """``cosine: true`` records, per round, the mean over clients and local steps of cos(ĝ_i, ∇F)
+    and cos(∇μ_i, ∇f_i); rebuilt for round 1 (no correction, so ĝ_i = ∇μ_i) from the stored
+    queries with refit GPs and hand-written gradients; the option leaves the run unchanged."""
+    sim = _run(2, cosine=True)
+    assert np.array_equal(sim.state["x"], _run(2).state["x"])
+    assert all(math.isnan(r["grad_cosine"]) for r in _run(1).rows)
+    one = _run(1, correction=False)
+    T = SMALL["local_steps"]
+    glob, loc = [], []
+    for i in range(N):
+        hx, hy = one.state["hx"][i], one.state["hy"][i]
+        k = SMALL["n_inits"] + 1
+        x = PROB.x0.copy()
+        for t in range(1, T + 1):
+            gp = BatchedGP(Kernel("se", 1.0), torch.tensor(hx[None, :k]), torch.tensor(hy[None, :k]), 1e-3)
+            g = gp.grad_mean(torch.tensor(x[None]))[0].numpy()
+            true = _quadratic_grads(x)
+            glob.append(g @ true.mean(0) / (np.linalg.norm(g) * np.linalg.norm(true.mean(0))))
+            loc.append(g @ true[i] / (np.linalg.norm(g) * np.linalg.norm(true[i])))
+            x = hx[k]
+            k += 1 + (5 if t < T else 0)
+    assert sim.rows[0]["round"] == 0 and math.isnan(sim.rows[0]["grad_cosine"])  # before any step
+    row = sim.rows[1]
+    assert row["grad_cosine"] == pytest.approx(np.mean(glob), abs=1e-9)
+    assert row["grad_cosine_local"] == pytest.approx(np.mean(loc), abs=1e-9)
+    assert sim.rows[2]["grad_cosine"] != pytest.approx(row["grad_cosine"])
+
+
+def test_gradient_cosines_are_nan_without_a_gradient_oracle() -> None:
+    class NoGrad(type(PROB)):
+        def grad(self, X, nodes):
+            raise TypeError("no gradient oracle")
+
+        def global_grad(self, x):  # as metric_optimization: the grad_norm_sq column is NaN
+            return np.full(self.d, np.nan)
+
+    prob = NoGrad(PROB.a, PROB.b, PROB.x0)
+    rows = _run(2, prob=prob, cosine=True).rows
+    assert all(math.isnan(r["grad_cosine"]) and math.isnan(r["grad_cosine_local"]) for r in rows)
+
+
+def test_fitted_lengthscales_give_each_client_the_gp_of_its_own_lengthscale() -> None:
+    """``lengthscale_fit: ml``: client i's gradient and uncertainty scores are those of a GP with
+    kernel lengthscale l_i (its marginal-likelihood fit) on the raw inputs, also after new points."""
+    from fedopt.algorithms.federated.fzoos import FZooSParams, _LocalGP, _Tensors
+    from fedopt.estimators.gp import RFF, fit_lengthscale
+
+    rng = np.random.default_rng(0)
+    k, n, d = 3, 40, 4
+    hx = rng.uniform(0, 1, (k, 60, d)) * np.array([[[0.3]], [[1.0]], [[3.0]]])
+    hy = np.sin(2 * hx).sum(-1) + 0.5 * (hx**2).sum(-1)
+    state = {"hx": hx, "hy": hy, "hn": np.full(k, n)}
+    clients = np.arange(k)
+    X = hx[:, 0] + 0.05
+    p = FZooSParams(kernel="matern52", lengthscale_fit="ml", noise=1e-4)
+    gp = _LocalGP(p, _Tensors(RFF.draw(d, 5, 1.0, 0), torch.float64, "cpu"), state, clients, X, window="trajectory")
+    t = torch.tensor
+    ls = fit_lengthscale("matern52", t(hx[:, :n]), t(hy[:, :n]), 1e-4)
+    assert len(set(np.round(ls.numpy(), 3))) == 3
+    C = X[:, None, :] + 0.02 * rng.uniform(-1, 1, (k, 7, d))
+
+    def check(m: int) -> None:
+        for i in range(k):
+            ref = BatchedGP(Kernel("matern52", float(ls[i])), t(hx[i:i + 1, :m]), t(hy[i:i + 1, :m]), 1e-4)
+            np.testing.assert_allclose(gp.grad(t(X))[i].numpy(), ref.grad_mean(t(X[i:i + 1]))[0].numpy(),
+                                       rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(gp.score(C)[i], ref.grad_var_trace(t(C[i:i + 1]))[0].numpy(), rtol=1e-8)
+
+    check(n)
+    gp.add(hx[:, n:n + 5], hy[:, n:n + 5], state, clients, X)
+    check(n + 5)
+
+
+def test_bounds_project_every_local_iterate_onto_the_box() -> None:
+    """``bounds``: each local iterate is clipped onto [low, high]^d after its Adam step, so the
+    queried iterates and the server's average stay inside; without it they leave the box."""
+    lo, hi = 0.3, 0.7
+    free, boxed = _run(2), _run(2, bounds=[lo, hi])
+    T, A = SMALL["local_steps"], 5
+    rows = [SMALL["n_inits"] + 1 + r * (1 + T + A * (T - 1)) + s * (1 + A) for r in range(2) for s in range(T)]
+    for sim, inside in ((boxed, True), (free, False)):
+        X = sim.state["hx"][:, rows]                                              # the iterates x_{r,t}
+        assert bool(((X >= lo) & (X <= hi)).all()) == inside
+    assert ((boxed.state["x"] >= lo) & (boxed.state["x"] <= hi)).all()
+    with pytest.raises(ValueError, match="bounds.*low < high"):
+        make_algorithm("fzoos", bounds=[1.0, 0.0])

@@ -260,6 +260,11 @@ class Algorithm(ABC):
         """The nodes' current models ``[n, d]`` at simulated time ``t`` (read-only use)."""
         return state["x"]
 
+    def diagnostics(self, state: State, ctx: Context) -> dict[str, float]:
+        """Uncounted diagnostic columns of a record point, read from ``state`` (keys among
+        :data:`fedopt.core.trace.DIAGNOSTIC_COLUMNS`; the others are NaN). Default: none."""
+        return {}
+
     def initial_point(self, ctx: Context) -> FloatArray:
         """Common starting point ``x_0`` of all nodes: the problem's
         :meth:`~fedopt.problems.base.Problem.initial_parameters` (zeros, or a torch

@@ -8,7 +8,12 @@ time), never per event. Metrics follow fedopt's results schema:
 problem), ``test_accuracy`` (the mean model's accuracy on the problem's held-out
 split; NaN when the problem has none, see ``Problem.test_metrics``) and
 ``attack_success`` (the share of attacked inputs that an adversarial-perturbation
-problem's models misclassify at x̄; NaN for other problems).
+problem's models misclassify at x̄; NaN for other problems). Algorithms may add
+diagnostic columns of their own (:data:`DIAGNOSTIC_COLUMNS`, from
+``Algorithm.diagnostics``): ``grad_cosine`` (the cosine between the direction a client
+steps along and the true ``∇f(x)`` at its iterate, averaged over the clients and the
+local steps of the last round) and ``grad_cosine_local`` (the same for the client's own
+estimate of ``∇f_i`` against the true ``∇f_i``); NaN where an algorithm does not report them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from fedopt.core.meter import Meter
 METRIC_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success")
 #: The metric columns a problem's held-out split fills (``Problem.test_metrics``); NaN otherwise.
 TEST_METRIC_COLUMNS = ("test_accuracy", "attack_success")
+#: Diagnostic columns an algorithm may fill (``Algorithm.diagnostics``); NaN otherwise.
+DIAGNOSTIC_COLUMNS = ("grad_cosine", "grad_cosine_local")
 #: Counter columns, in table order.
 COUNTER_COLUMNS = ("time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s")
 
@@ -81,10 +88,11 @@ def metrics(problem: GlobalObjective, X: FloatArray) -> dict[str, float]:
 
 
 def checkpoint_row(problem: GlobalObjective, X: FloatArray, meter: Meter, t: float, rnd: int,
-                   wall_s: float) -> dict[str, Any]:
+                   wall_s: float, diagnostics: dict[str, float] | None = None) -> dict[str, Any]:
     """The row of one record point. Every counter of ``meter`` is reduced here (also the
     per-edge counts, which no column reads), so a count that cannot be recorded fails the
-    run at this record point rather than after the run has ended."""
+    run at this record point rather than after the run has ended. ``diagnostics``: the
+    algorithm's diagnostic columns (keys among :data:`DIAGNOSTIC_COLUMNS`)."""
     meter.flush()
     row: dict[str, Any] = {"time": float(t), "round": int(rnd)}
     tot = meter.totals()
@@ -98,4 +106,10 @@ def checkpoint_row(problem: GlobalObjective, X: FloatArray, meter: Meter, t: flo
         epsilon=meter.epsilon,
     )
     row.update(metrics(problem, X))
+    diag = diagnostics or {}
+    unknown = sorted(set(diag) - set(DIAGNOSTIC_COLUMNS))
+    if unknown:
+        raise ValueError(f"diagnostics: unknown column(s) {', '.join(unknown)}; allowed: {', '.join(DIAGNOSTIC_COLUMNS)}")
+    for key in DIAGNOSTIC_COLUMNS:
+        row[key] = float(diag.get(key, math.nan))
     return row

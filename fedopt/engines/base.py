@@ -222,7 +222,8 @@ class Simulation:
             check_handlers_kept_layout(self.algo, self.state, self.layout, self._server)
         X = self.algo.iterates(self.state, self.ctx, self.t)
         self.meter.sim_time = self.t
-        row = checkpoint_row(self.spec.problem, X, self.meter, self.t, self.round, time.perf_counter() - self._wall0)
+        row = checkpoint_row(self.spec.problem, X, self.meter, self.t, self.round, time.perf_counter() - self._wall0,
+                             self.algo.diagnostics(self.state, self.ctx))
         row["events"] = self.n_events
         self.rows.append(row)
         return row

@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 X_COLUMNS = ("messages", "bytes", "time", "link_time", "grad_evals", "queries", "round", "epsilon")
-Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success")
+Y_COLUMNS = ("subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success",
+             "grad_cosine", "grad_cosine_local")
 #: y columns drawn on a linear axis whatever their values.
-LINEAR_Y_COLUMNS = ("test_accuracy", "attack_success")
+LINEAR_Y_COLUMNS = ("test_accuracy", "attack_success", "grad_cosine", "grad_cosine_local")
 #: y columns drawn on a log axis only when every value is positive.
 SIGNED_Y_COLUMNS = ("train_loss",)
 _NAMES = {
@@ -52,6 +53,8 @@ _NAMES = {
     "subopt": "f(x̄) − f*", "dist_opt": "mean ‖xᵢ − x*‖²", "consensus": "mean ‖xᵢ − x̄‖²",
     "grad_norm_sq": "‖∇f(x̄)‖²", "train_loss": "train loss f(x̄)",
     "test_accuracy": "test accuracy of x̄ (fraction)", "attack_success": "attack success at x̄ (fraction)",
+    "grad_cosine": "cos(step direction, ∇f) (mean over clients and local steps)",
+    "grad_cosine_local": "cos(local estimate, ∇fᵢ) (mean over clients and local steps)",
     "n": "nodes n", "edges": "edges |E|", "lambda2": "λ2 of L_G",
     "chi1": "χ1 = 1/λ2 of L_G", "chi2": "χ2 (max ½ effective resistance)", "sqrt_chi1_chi2": "√(χ1χ2) of L_G",
     "chi": "χ = λmax/λ2 of L_G", "diameter": "diameter (hops)", "kappa": "κ = L/μ",

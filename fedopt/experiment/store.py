@@ -17,7 +17,8 @@ Columns: the run's identity (``run_id``, ``algorithm`` — the algorithm's label
 (``subopt``, ``dist_opt``, ``consensus``, ``grad_norm_sq``, ``train_loss``,
 ``test_accuracy`` — NaN when the problem has no test split, ``attack_success`` — NaN
 unless the problem is an adversarial attack, ``epsilon`` — null
-when the run is not private), ``status`` (``ok`` / ``diverged`` / ``error``)
+when the run is not private), the algorithm's diagnostics (``grad_cosine``,
+``grad_cosine_local`` — NaN unless the algorithm reports them), ``status`` (``ok`` / ``diverged`` / ``error``)
 with its ``message``, and one column per swept parameter.
 """
 
@@ -37,12 +38,12 @@ COLUMNS = (
     "run_id", "algorithm", "topology", "seed", "variant", "n_nodes", "dim",
     "time", "round", "grad_evals", "queries", "messages", "bytes", "link_time", "events", "wall_s",
     "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success", "epsilon",
-    "status", "message",
+    "grad_cosine", "grad_cosine_local", "status", "message",
 )
 _INT_COLUMNS = ("seed", "n_nodes", "dim", "round", "events")
 _FLOAT_COLUMNS = ("time", "grad_evals", "queries", "messages", "bytes", "link_time", "wall_s",
                   "subopt", "dist_opt", "consensus", "grad_norm_sq", "train_loss", "test_accuracy", "attack_success",
-                  "epsilon")
+                  "epsilon", "grad_cosine", "grad_cosine_local")
 _STR_COLUMNS = ("run_id", "algorithm", "topology", "variant", "status", "message")
 STATUSES = ("ok", "diverged", "error")
 

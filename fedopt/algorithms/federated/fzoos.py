@@ -20,10 +20,16 @@ Where the paper and its code differ, the paper is the default and the code an op
 =====================  ======================================  =====================================
                        paper (default)                          code (option)
 =====================  ======================================  =====================================
-kernel                 SE, ``l = 1`` fixed                      ``kernel: matern52`` (the code also
-                                                                refits ``l`` by marginal likelihood
-                                                                with 20 restarts every step: not
-                                                                done, ``lengthscale`` is fixed)
+kernel                 SE, ``l = 1`` fixed                      ``kernel: matern52``, ``lengthscale_fit:
+                                                                ml``: each client's ``l`` of largest
+                                                                marginal likelihood on its window
+                                                                (the code: 20 L-BFGS restarts every
+                                                                step; here a batched grid + golden
+                                                                search whenever the window is refit:
+                                                                every step with ``window: nearest``,
+                                                                at the round's start on the
+                                                                trajectory); the RFF keeps the fixed
+                                                                ``lengthscale`` (the code: 1.0)
 noise σ²               ``noise``, ``rff_noise`` (1e-3: the      1e-6 (GP) and 0 (RFF): options; the
                        paper gives no value; queries cluster    near-singular systems then amplify
                        in 0.01-boxes, so smaller values make    rounding (shard layouts no longer
@@ -52,7 +58,16 @@ initial queries        ``n_inits`` (10) at x0 + 0.01 U[−1,1]^d  same (the code
 server                 plain average                            the code also rejects x_r when the
                                                                 true F does not improve
                                                                 (uncounted): not implemented
+iterates               not projected (neither paper nor code    ``bounds: [0, 1]`` projects each local
+                       says so; the objectives clip inputs      iterate onto the box (a coordinate
+                       to [0, 1]^d)                             that leaves it meets a flat objective
+                                                                and the surrogate cannot bring it
+                                                                back)
 =====================  ======================================  =====================================
+
+Diagnostics (uncounted): with ``cosine`` the columns ``grad_cosine`` (cos(ĝ_i, ∇F)) and
+``grad_cosine_local`` (cos(∇μ_i, ∇f_i)), averaged over the clients and the local steps of the
+round, from the problem's exact gradients (the paper's Fig. 5).
 
 Counting per client and round (``T`` steps, ``A = 5`` active queries per step): ``1 + T +
 A(T − 1)`` queries (``+ n_inits`` once; ``+ 1 + 50`` with ``server_queries``); messages as
@@ -67,12 +82,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedopt.algorithms.base import Context, FederatedAlgorithm, Layout, Params, Prepared, register_algorithm
 from fedopt.algorithms.federated.zo_base import problem_start
 from fedopt.core.arrays import FloatArray, IntArray, State
-from fedopt.estimators.gp import RFF, BatchedGP, Kernel
+from fedopt.estimators.gp import RFF, BatchedGP, Kernel, fit_lengthscale
 from fedopt.problems.base import Problem
 from fedopt.topology.graph import Topology
 
@@ -84,7 +99,10 @@ class FZooSParams(Params):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2")
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
     kernel: Literal["se", "matern52"] = Field("se", description="GP kernel (paper: se; code: matern52)")
-    lengthscale: float = Field(1.0, gt=0, description="kernel lengthscale l (fixed)")
+    lengthscale: float = Field(1.0, gt=0, description="kernel lengthscale l (lengthscale_fit: fixed)")
+    lengthscale_fit: Literal["fixed", "ml"] = Field(
+        "fixed", description="local GP lengthscale: fixed (paper) or each client's marginal-likelihood fit on its "
+        "window whenever the window is refit (code: every step, 20 L-BFGS restarts)")
     noise: float = Field(1e-3, ge=0, description="GP noise variance σ² (code: 1e-6)")
     y_scale: Literal["center", "minmax"] = Field("center", description="targets: minus their mean, or min-max")
     window: Literal["trajectory", "nearest"] = Field("trajectory", description="local GP data (code: nearest)")
@@ -107,6 +125,18 @@ class FZooSParams(Params):
     device: str = Field("cpu", description="torch device of the surrogates")
     dtype: Literal["float64", "float32"] = Field(
         "float64", description="precision of the surrogates (float32: about 2x faster steps, looser solves)")
+    bounds: tuple[float, float] | None = Field(
+        None, description="project each local iterate onto [low, high]^d (the paper's domain X = [0, 1]^d); "
+        "default: no projection, as in the paper's code")
+    cosine: bool = Field(False, description="record grad_cosine and grad_cosine_local (the problem's exact "
+                         "gradients, uncounted; NaN where it has none)")
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"need low < high, got {list(v)}")
+        return v
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,7 +152,7 @@ class FZooS(FederatedAlgorithm):
     params: FZooSParams
     layout = {"x": Layout.SERVER, "w": Layout.SERVER, "ready": Layout.SERVER, "phase": Layout.SERVER,
               "hx": Layout.CLIENT, "hy": Layout.CLIENT, "hn": Layout.CLIENT, "wi": Layout.CLIENT,
-              "xl": Layout.CLIENT}
+              "xl": Layout.CLIENT, "cos": Layout.CLIENT}
 
     # ---- set-up -------------------------------------------------------------------------------
     def prepare(self, problem: Problem, graphs: list[Topology]) -> list[Prepared]:  # type: ignore[override]
@@ -137,10 +167,19 @@ class FZooS(FederatedAlgorithm):
         p, n, d = self.params, ctx.n, ctx.d
         return {"x": problem_start(ctx), "w": np.zeros(p.rff_features), "ready": np.array(False),
                 "phase": np.array(0), "hx": np.zeros((n, p.history, d)), "hy": np.zeros((n, p.history)),
-                "hn": np.zeros(n, dtype=np.int64), "wi": np.zeros((n, p.rff_features)), "xl": np.zeros((n, d))}
+                "hn": np.zeros(n, dtype=np.int64), "wi": np.zeros((n, p.rff_features)), "xl": np.zeros((n, d)),
+                "cos": np.full((n, 2), np.nan)}
 
     def iterates(self, state: State, ctx: Context, t: float) -> FloatArray:
         return np.broadcast_to(state["x"], (ctx.n, ctx.d))
+
+    def diagnostics(self, state: State, ctx: Context) -> dict[str, float]:
+        """The clients' mean cosines of the last round's local steps (``cosine``): the step
+        direction ĝ_i against ∇F and the local GP gradient ∇μ_i against ∇f_i (Fig. 5 of the paper)."""
+        if not self.params.cosine:
+            return {}
+        cos = state["cos"]
+        return {"grad_cosine": float(cos[:, 0].mean()), "grad_cosine_local": float(cos[:, 1].mean())}
 
     # ---- server -------------------------------------------------------------------------------
     def configure(self, state: State, ctx: Context, r: int) -> tuple[IntArray, dict[str, np.ndarray]]:
@@ -209,15 +248,21 @@ class FZooS(FederatedAlgorithm):
             wg = torch.tensor(np.asarray(payload["w"]), dtype=tt.dtype, device=tt.device).expand(k, -1)
             wd = wg - torch.as_tensor(state["wi"][clients], dtype=tt.dtype, device=tt.device)
         m, v = np.zeros_like(X), np.zeros_like(X)
+        cos = np.zeros((k, 2))
         for t in range(1, p.local_steps + 1):
             xt = torch.as_tensor(X, dtype=tt.dtype, device=tt.device)
             g = gp.grad(xt)
+            g_local = g
             if ready:
                 g = g + (p.gamma / t) * tt.rff.grad(xt, wd, tt.V, tt.b)  # ∇μ̂ − ∇μ̂ᵢ: linear in w
             G = g.cpu().numpy()
+            if p.cosine:
+                cos += _cosines(ctx.problem, clients, X, G, g_local.cpu().numpy())
             m = p.beta1 * m + (1.0 - p.beta1) * G
             v = p.beta2 * v + (1.0 - p.beta2) * G * G
             X = X - p.lr * (m / (1.0 - p.beta1**t)) / (np.sqrt(v / (1.0 - p.beta2**t)) + p.adam_eps)
+            if p.bounds is not None:
+                X = np.clip(X, p.bounds[0], p.bounds[1])
             ctx.oracle.local_step(clients)
             new = X[:, None, :]
             ynew = self._query(ctx, state, clients, new)
@@ -231,6 +276,8 @@ class FZooS(FederatedAlgorithm):
                 gp.add(A, yA, state, clients, X)
             elif t < p.local_steps:
                 gp.add(new, ynew, state, clients, X)
+        if p.cosine:
+            state["cos"][clients] = cos / p.local_steps
         return X
 
     def _server_side(self, payload: dict[str, np.ndarray], state: State, ctx: Context,
@@ -288,11 +335,23 @@ class _LocalGP:
         Xw, yw = _window(state, clients, X, size)
         y, m, s = _targets(torch.as_tensor(yw, dtype=tt.dtype, device=tt.device), p.y_scale)
         self._shift = torch.as_tensor(yw.min(axis=1), dtype=tt.dtype, device=tt.device)
-        kern = Kernel(p.kernel, p.lengthscale)
         Xt = torch.as_tensor(Xw, dtype=tt.dtype, device=tt.device)
-        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=None if p.y_scale == "center" else torch.zeros_like(s),
-                            capacity=Xt.shape[1] + self.grow)
+        mean = None if p.y_scale == "center" else torch.zeros_like(s)
+        if p.lengthscale_fit == "ml":  # client i's kernel with l_i on x is the kernel with l = 1 on x / l_i
+            self._inv: torch.Tensor | None = 1.0 / fit_lengthscale(p.kernel, Xt, y, p.noise, mean=mean)
+            Xt = Xt * self._inv[:, None, None]
+            kern = Kernel(p.kernel, 1.0)
+        else:
+            self._inv = None
+            kern = Kernel(p.kernel, p.lengthscale)
+        self.gp = BatchedGP(kern, Xt, y, p.noise, mean=mean, capacity=Xt.shape[1] + self.grow)
         self.s = s
+
+    def _scaled(self, P: torch.Tensor) -> torch.Tensor:
+        """Points in the GP's inputs (``P / l_i`` for fitted lengthscales): ``P [k, ..., d]``."""
+        if self._inv is None:
+            return P
+        return P * self._inv.reshape(-1, *([1] * (P.dim() - 1)))
 
     def add(self, P: FloatArray, y: FloatArray, state: State, clients: IntArray, X: FloatArray) -> None:
         """New points: a block update of the factor (trajectory), or a refit near ``X`` (nearest)."""
@@ -303,14 +362,20 @@ class _LocalGP:
         yt = torch.as_tensor(y, dtype=tt.dtype, device=tt.device)
         if self.p.y_scale == "minmax":
             yt = (yt - self._shift[:, None]) / self.s[:, None]
-        self.gp.append(torch.as_tensor(P, dtype=tt.dtype, device=tt.device), yt)
+        self.gp.append(self._scaled(torch.as_tensor(P, dtype=tt.dtype, device=tt.device)), yt)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gp.grad_mean(x) * self.s[:, None]
+        """∇μ_i(x) (chain rule through ``x / l_i`` for fitted lengthscales)."""
+        scale = self.s if self._inv is None else self.s * self._inv
+        return self.gp.grad_mean(self._scaled(x)) * scale[:, None]
 
     def score(self, C: FloatArray) -> FloatArray:
+        """tr ∂σ²(c, c) of the candidates (× 1/l_i² for fitted lengthscales)."""
         tt = self.tt
-        return self.gp.grad_var_trace(torch.as_tensor(C, dtype=tt.dtype, device=tt.device)).cpu().numpy()  # type: ignore[no-any-return]
+        v = self.gp.grad_var_trace(self._scaled(torch.as_tensor(C, dtype=tt.dtype, device=tt.device)))
+        if self._inv is not None:
+            v = v * (self._inv * self._inv)[:, None]
+        return v.cpu().numpy()  # type: ignore[no-any-return]
 
 
 def _targets(y: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -354,6 +419,25 @@ def _append(state: State, clients: IntArray, P: FloatArray, y: FloatArray) -> No
     hx[clients, n:n + q] = P
     hy[clients, n:n + q] = y
     hn[clients] = n + q
+
+
+def _cosines(problem: Problem, clients: IntArray, X: FloatArray, G: FloatArray, G_local: FloatArray) -> FloatArray:
+    """``[k, 2]``: cos(G_i, ∇F(X_i)) and cos(G_local_i, ∇f_i(X_i)) from the problem's exact
+    gradients (uncounted: a diagnostic); NaN where the problem has no gradient oracle."""
+    k, d = X.shape
+    n = problem.n
+    try:
+        own = problem.grad(X, clients)
+        every = problem.grad(np.repeat(X, n, axis=0), np.tile(np.arange(n), k)).reshape(k, n, d)
+    except TypeError:  # a problem without gradients says so with a TypeError
+        return np.full((k, 2), np.nan)
+    return np.stack((_cos(G, every.mean(axis=1)), _cos(G_local, own)), axis=1)
+
+
+def _cos(A: FloatArray, B: FloatArray) -> FloatArray:
+    """Row-wise cosine similarity (NaN for a zero row)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (A * B).sum(axis=1) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))  # type: ignore[no-any-return]
 
 
 def _top(scores: FloatArray, k: int) -> IntArray:

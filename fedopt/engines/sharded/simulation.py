@@ -251,7 +251,8 @@ class ShardedSimulation(Simulation):
         self.halo_bytes = sum(snap["halo"]["bytes"] for snap in snaps)
         self.meter.sim_time = self.t
         merged = merge_meters(self.meter, self._shard_meters)
-        row = checkpoint_row(self.spec.problem, X, merged, self.t, self.round, time.perf_counter() - self._wall0)
+        row = checkpoint_row(self.spec.problem, X, merged, self.t, self.round, time.perf_counter() - self._wall0,
+                             self.algo.diagnostics(self.state, self.ctx))
         row["events"] = self.n_events
         self.rows.append(row)
         self.merged_meter = merged
