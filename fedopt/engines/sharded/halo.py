@@ -5,16 +5,22 @@ the rows of the columns ``op[own]`` touches: its own, and its *halo*, the rows o
 graph neighbours in other shards. :func:`halo_plan` works out, from the operator's
 sparsity and the partition alone, which of its rows a shard sends to each other shard
 (its boundary rows that the other shard's block touches), which rows it receives from
-each, and its blocks: ``op[own, own]`` and, per sender, the block of the own rows that
-touch the sender's rows; every shard derives the same lists, so sender and receiver agree
-on the order of the rows without talking. Only those rows travel; with a partition that
-keeps edges inside shards (:func:`~fedopt.engines.sharded.partition.graph_shards`) they are
-few. A product is the own block's product plus, per sender, a small product added to the
-own rows that touch its rows: the own and received rows are read where they are, never
-stacked into an extended operand. The own block's product needs no halo row, so it can be
-taken while the halo travels (:meth:`HaloPlan.inner_product`). The blocks are dense where
-the operator is dense (one BLAS product, as the local engine's ``W @ X``; a CSR product of
-a wide operand streams the operand once per nonzero) and CSR where it is sparse.
+each, and its blocks; every shard derives the same lists, so sender and receiver agree on
+the order of the rows without talking. Only those rows travel; with a partition that keeps
+edges inside shards (:func:`~fedopt.engines.sharded.partition.graph_shards`) they are few.
+Part of each product needs no halo row and can be taken while the halo travels
+(:meth:`HaloPlan.inner_product`). Two layouts, by the operator's kind:
+
+* a **sparse** operator (the mixing matrices of large graphs) gets one CSR block
+  ``op[own, own ∪ halo]`` whose rows keep the operator's entries in their stored order, so a
+  product sums every row in the same order as the local engine's ``W @ X`` and equals it bit
+  for bit (:class:`SparseHaloPlan`); the rows that touch no halo row are the inner product;
+* a **dense** operator (small graphs) gets dense blocks, ``op[own, own]`` and, per sender, the
+  block of the own rows that touch its rows, so that a product is BLAS products of the own
+  and received rows where they are, never stacked into an extended operand (a CSR product
+  of a wide operand streams it once per nonzero, and stacking copies every own row): the own
+  block's product is the inner product, each sender's adds to it (:class:`DenseHaloPlan`;
+  BLAS sums in its own order, so the rows agree with the local engine's to rounding).
 """
 
 from __future__ import annotations
@@ -33,45 +39,114 @@ class HaloPlan:
     """What one shard sends, receives and multiplies for one operator.
 
     ``send[j]``: positions (in the shard's own rows) of the rows shard ``j`` needs;
-    ``recv[j]``: how many rows shard ``j`` sends here; ``own``: ``op[own, own]``;
-    ``halo[j]``: ``(rows, block)``, the positions of the own rows that touch shard ``j``'s
-    rows and ``op[own[rows], from_j]``, ``from_j`` the rows shard ``j`` sends (in its order).
-    The blocks are dense arrays where the operator is one (a BLAS product, as the local
-    engine multiplies it), CSR matrices where it is sparse.
+    ``recv[j]``: how many rows shard ``j`` sends here (in the order of ``op``'s columns).
     """
 
     send: dict[int, IntArray]
     recv: dict[int, int]
-    own: FloatArray | sp.csr_matrix
-    halo: dict[int, tuple[IntArray, FloatArray | sp.csr_matrix]]
+
+    @property
+    def size(self) -> int:
+        """The number of own rows."""
+        raise NotImplementedError
 
     def _check(self, own_rows: FloatArray) -> None:
-        if own_rows.shape[0] != self.own.shape[0]:
+        if own_rows.shape[0] != self.size:
             raise ValueError(f"halo exchange: a product of {own_rows.shape[0]} rows on a shard of "
-                             f"{self.own.shape[0]} nodes (Mix rows are the block's rows)")
+                             f"{self.size} nodes (Mix rows are the block's rows)")
+
+    def _received(self, received: dict[int, FloatArray]) -> dict[int, FloatArray]:
+        for j, count in self.recv.items():
+            if received[j].shape[0] != count:
+                raise ValueError(f"halo exchange: shard {j} sent {received[j].shape[0]} rows, {count} expected")
+        return received
 
     def inner_product(self, own_rows: FloatArray) -> FloatArray:
-        """``op[own, own] @ own_rows``: the part of the product that needs no halo row (a
-        new array; :meth:`product` adds the halo terms to it in place)."""
+        """The part of ``op[own] @ operand`` that needs no halo row (from the own rows alone)."""
+        raise NotImplementedError
+
+    def product(self, own_rows: FloatArray, received: dict[int, FloatArray],
+                inner: FloatArray | None = None) -> FloatArray:
+        """``op[own] @ operand`` from the own rows and the rows each shard sent here
+        (``inner``: the :meth:`inner_product` of the same own rows, if it was taken ahead;
+        taking it ahead changes no bit of the product)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SparseHaloPlan(HaloPlan):
+    """``block``: ``op[own, own ∪ halo]`` as a CSR matrix whose columns are the own rows, then
+    the rows received from each shard in shard order, each row's entries in the operator's
+    stored order. ``inner`` are the rows of the block that touch no halo column and ``outer``
+    the others, with their blocks ``inner_block`` (own columns only) and ``outer_block``."""
+
+    block: sp.csr_matrix
+    inner: IntArray
+    outer: IntArray
+    inner_block: sp.csr_matrix
+    outer_block: sp.csr_matrix
+
+    @property
+    def size(self) -> int:
+        return int(self.block.shape[0])
+
+    def inner_product(self, own_rows: FloatArray) -> FloatArray:
+        """The ``inner`` rows of ``op[own] @ operand``."""
+        self._check(own_rows)
+        return np.asarray(self.inner_block @ own_rows)
+
+    def product(self, own_rows: FloatArray, received: dict[int, FloatArray],
+                inner: FloatArray | None = None) -> FloatArray:
+        self._check(own_rows)
+        got = self._received(received)
+        parts = [own_rows, *(got[j] for j in self.recv)]
+        ext = np.concatenate(parts) if len(parts) > 1 else own_rows
+        if inner is None:
+            return np.asarray(self.block @ ext)
+        out = np.empty((self.size, *ext.shape[1:]), dtype=np.result_type(self.block.dtype, ext.dtype))
+        out[self.inner] = inner
+        out[self.outer] = self.outer_block @ ext
+        return out
+
+
+@dataclass(frozen=True)
+class DenseHaloPlan(HaloPlan):
+    """``own``: ``op[own, own]``; ``halo[j]``: ``(rows, block)``, the positions of the own rows
+    that touch shard ``j``'s rows and ``op[own[rows], from_j]`` (``from_j``: the rows shard
+    ``j`` sends, in its order), all dense arrays."""
+
+    own: FloatArray
+    halo: dict[int, tuple[IntArray, FloatArray]]
+
+    @property
+    def size(self) -> int:
+        return int(self.own.shape[0])
+
+    def inner_product(self, own_rows: FloatArray) -> FloatArray:
+        """``op[own, own] @ own_rows`` (a new array; :meth:`product` adds the halo terms to it
+        in place)."""
         self._check(own_rows)
         return np.asarray(self.own @ own_rows)
 
     def product(self, own_rows: FloatArray, received: dict[int, FloatArray],
                 inner: FloatArray | None = None) -> FloatArray:
-        """``op[own] @ operand`` from the own rows and the rows each shard sent here: the
-        own block's product (``inner``: the :meth:`inner_product` of the same own rows, if
-        it was taken ahead; it is completed in place), plus each sender's block times its
-        rows on the own rows that touch them (the received rows are read where they
-        arrived, never stacked). Taking the inner product ahead changes no bit."""
         self._check(own_rows)
+        got = self._received(received)
         out = self.inner_product(own_rows) if inner is None else inner
-        for j, count in self.recv.items():
-            rows = received[j]
-            if rows.shape[0] != count:
-                raise ValueError(f"halo exchange: shard {j} sent {rows.shape[0]} rows, {count} expected")
+        for j in self.recv:
             at, block = self.halo[j]
-            out[at] += np.asarray(block @ rows)
+            out[at] += block @ got[j]
         return out
+
+
+def _rows(A: sp.csr_matrix, rows: IntArray, width: int) -> sp.csr_matrix:
+    """Rows ``rows`` of ``A`` as a CSR matrix of ``width`` columns, each row's entries in
+    their stored order (so a product sums them in the same order as ``A``'s)."""
+    starts, ends = A.indptr[rows], A.indptr[rows + 1]
+    counts = ends - starts
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(A.indptr.dtype)
+    take = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+    return sp.csr_matrix((A.data[take], A.indices[take], indptr), shape=(len(rows), width))
 
 
 def _columns(A: sp.csr_matrix, rows: IntArray) -> IntArray:
@@ -106,12 +181,22 @@ def halo_plan(op: Any, shards: list[IntArray], shard: int) -> HaloPlan:
         if len(from_j):
             recv[j] = len(from_j)
             halo.append(from_j)
-    dense = not sp.issparse(op)
-    blocks: dict[int, tuple[IntArray, FloatArray | sp.csr_matrix]] = {}
-    rows = A[own].tocsc()
+    if sp.issparse(op):
+        ext = np.concatenate([own, *halo])
+        colmap = np.full(n, -1, dtype=np.int64)
+        colmap[ext] = np.arange(len(ext))
+        rows = A[own].tocsr()
+        block = sp.csr_matrix((rows.data, colmap[rows.indices], rows.indptr), shape=(len(own), len(ext)))
+        row_max = np.full(len(own), -1, dtype=np.int64)
+        np.maximum.at(row_max, np.repeat(np.arange(len(own)), np.diff(block.indptr)), block.indices)
+        touches_halo = row_max >= len(own)
+        inner, outer = np.flatnonzero(~touches_halo), np.flatnonzero(touches_halo)
+        return SparseHaloPlan(send, recv, block, inner, outer, _rows(block, inner, len(own)),
+                              _rows(block, outer, len(ext)))
+    blocks: dict[int, tuple[IntArray, FloatArray]] = {}
+    by_column = A[own].tocsc()
     for j, from_j in zip(recv, halo):
-        part = rows[:, from_j].tocsr()
+        part = by_column[:, from_j].tocsr()
         at = np.flatnonzero(np.diff(part.indptr))  # the own rows that touch shard j's rows
-        blocks[j] = (at, part[at].toarray() if dense else part[at])
-    own_block = rows[:, own].tocsr()
-    return HaloPlan(send, recv, own_block.toarray() if dense else own_block, blocks)
+        blocks[j] = (at, part[at].toarray())
+    return DenseHaloPlan(send, recv, by_column[:, own].toarray(), blocks)
