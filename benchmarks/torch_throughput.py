@@ -66,7 +66,7 @@ def timed(fns: list[Callable[[], object]], min_time: float,
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
-    while any(sum(t) < min_time for t in times):
+    while any(not t or sum(t) < min_time for t in times):
         for fn, t in zip(fns, times):
             t0 = clock()
             fn()

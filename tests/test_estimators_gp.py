@@ -293,3 +293,17 @@ def test_marginal_likelihood_fit_recovers_the_lengthscale_of_gp_samples(kern: st
     assert float(alone[0]) == pytest.approx(float(got[2]), rel=1e-12)
     with pytest.raises(ValueError, match="bounds"):
         fit_lengthscale(kern, X, y, 1e-4, bounds=(1.0, 0.5))
+
+
+def test_fitted_lengthscales_do_not_depend_on_the_clients_sharing_the_call_in_high_dimension() -> None:
+    # d = 300 (FZooS's synthetic functions) with torch's default threads: the float64
+    # likelihoods of one client differ in their last bits with its batch-mates, which once
+    # flipped the search's comparisons (differences up to 3e-2 in l)
+    from fedopt.estimators.gp import fit_lengthscale
+
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.uniform(0, 1, (3, 20, 300)))
+    y = torch.tensor(rng.standard_normal((3, 20)))
+    full = fit_lengthscale("se", X, y, 1e-3)
+    for part in ([0], [1], [2], [1, 2], [0, 1]):
+        assert torch.equal(fit_lengthscale("se", X[part], y[part], 1e-3), full[part]), part

@@ -332,8 +332,10 @@ def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, v
     once: one batched Cholesky per value), then ``iters`` golden-section steps inside the
     bracket of its two neighbours (the likelihood in one variable is often multimodal, which a
     single gradient run from one start misses; the code of the paper restarts L-BFGS 20
-    times). Every client is fitted on its own data alone, so a client's ``l`` does not depend
-    on which clients share the call.
+    times). Every client is fitted on its own data alone, and the likelihoods are compared in
+    float32 (the float64 values of one client differ in their last bits with the clients that
+    share a batched, threaded kernel), so a client's ``l`` does not depend on which clients
+    share the call.
 
     gpytorch / botorch are not used for this: neither is a dependency of fedopt, and their fits
     run one optimiser (Adam steps, or botorch's L-BFGS through ``fit_gpytorch_mll``) on the
@@ -351,7 +353,10 @@ def fit_lengthscale(name: str, X: torch.Tensor, y: torch.Tensor, noise: float, v
     logs = torch.linspace(math.log(lo), math.log(hi), grid, dtype=X.dtype, device=X.device)
 
     def lml(t: torch.Tensor) -> torch.Tensor:
-        return log_marginal_likelihood(name, X, y, torch.exp(t), noise, variance, mean)
+        # compared in float32: the search's comparisons must not turn on the last bits of the
+        # float64 linear algebra, which batched (and threaded) kernels round differently for a
+        # client depending on the clients that share its call
+        return log_marginal_likelihood(name, X, y, torch.exp(t), noise, variance, mean).to(torch.float32)
 
     vals = torch.stack([lml(t.expand(k)) for t in logs], dim=1)                 # [k, grid]
     vals = torch.nan_to_num(vals, nan=-math.inf)

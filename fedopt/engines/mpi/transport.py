@@ -368,7 +368,7 @@ class _Ref:
         self.transport._release(self.rank, self.cid)
 
 
-class _Shared:
+class _SharedOnRanks:
     """A handle of an object shared by many calls: sent to a rank with its first call there."""
 
     __slots__ = ("obj", "ranks", "sid", "transport")
@@ -448,7 +448,7 @@ class MpiTransport(Transport):
             else:
                 self._ops[a.rank].append(("send", a.cid, a.part, rank, tag))
             return ("in", a.rank, tag)
-        if isinstance(a, _Shared):
+        if isinstance(a, _SharedOnRanks):
             first = rank not in a.ranks
             a.ranks.add(rank)
             # rank 0's shard gets its own copy (it must share no array with the driver)
@@ -475,8 +475,8 @@ class MpiTransport(Transport):
         spec_h, prepared_h = self.share(spec), self.share(prepared)
         self.gather([self.submit(i, "setup", spec_h, prepared_h, i, s) for i, s in enumerate(shards)])
 
-    def share(self, obj: Any) -> _Shared:
-        return _Shared(self, self._id(), obj)
+    def share(self, obj: Any) -> _SharedOnRanks:
+        return _SharedOnRanks(self, self._id(), obj)
 
     def submit(self, shard: int, method: str, *args: Any) -> _Ref:
         return _Ref(self, shard, self._call(shard, method, None, args), None)
