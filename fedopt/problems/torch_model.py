@@ -48,6 +48,7 @@ Registered problems:
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -496,7 +497,7 @@ def make_kernels(
                    stack_grad=stack)
 
 
-class _VmapOracles:
+class _VmapOracles(ABC):
     """The oracles of a torch model problem, given where its data are read (shared by
     :class:`TorchModelProblem` and its :class:`TorchShardView`): a subclass sets ``d``,
     ``m``, ``device``, ``dtype``, ``_kernels`` and implements :meth:`_rows` and
@@ -523,13 +524,13 @@ class _VmapOracles:
     #: of a large model; a chunk of a few tens of MB, in reused buffers, does not).
     grad_block: int = 1 << 23
 
+    @abstractmethod
     def _rows(self, nodes: IntArray) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """``(A [k, m_max, *in], Y [k, m_max, *out], w [k, m_max])`` of ``nodes`` on the device."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _samples(self, nodes: IntArray, idx: IntArray) -> tuple["torch.Tensor", "torch.Tensor"]:
         """Samples ``idx [k, b]`` (checked) of each node on the device: ``(A [k, b, *in], Y [k, b, *out])``."""
-        raise NotImplementedError
 
     def _to_device(self, X: FloatArray, k: int) -> "torch.Tensor":
         """The block ``X [k, d]`` on the device and dtype (one transfer)."""

@@ -24,6 +24,7 @@ references and diagnostics) are exact, with the clip's zero derivative outside t
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import numpy as np
 
@@ -42,11 +43,13 @@ class BoxProblem(Problem):
     def _project(self, X: FloatArray) -> FloatArray:
         return self.lb + np.clip(X, 0.0, 1.0) * (self.ub - self.lb)
 
+    @abstractmethod
     def _f(self, Z: FloatArray, nodes: IntArray) -> FloatArray:
-        raise NotImplementedError
+        """The objectives ``f_i`` of ``nodes`` at ``Z [k, d]`` (points of the function's domain)."""
 
+    @abstractmethod
     def _df(self, Z: FloatArray, nodes: IntArray) -> FloatArray:
-        raise NotImplementedError
+        """Their gradients ``∇f_i`` at ``Z`` (with respect to ``Z``)."""
 
     def value(self, X: FloatArray, nodes: IntArray) -> FloatArray:
         return self._f(self._project(np.asarray(X, dtype=np.float64)), np.asarray(nodes, dtype=np.int64))

@@ -25,6 +25,7 @@ Part of each product needs no halo row and can be taken while the halo travels
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from fedopt.core.arrays import FloatArray, IntArray
 
 
 @dataclass(frozen=True)
-class HaloPlan:
+class HaloPlan(ABC):
     """What one shard sends, receives and multiplies for one operator.
 
     ``send[j]``: positions (in the shard's own rows) of the rows shard ``j`` needs;
@@ -46,9 +47,9 @@ class HaloPlan:
     recv: dict[int, int]
 
     @property
+    @abstractmethod
     def size(self) -> int:
         """The number of own rows."""
-        raise NotImplementedError
 
     def _check(self, own_rows: FloatArray) -> None:
         if own_rows.shape[0] != self.size:
@@ -61,16 +62,16 @@ class HaloPlan:
                 raise ValueError(f"halo exchange: shard {j} sent {received[j].shape[0]} rows, {count} expected")
         return received
 
+    @abstractmethod
     def inner_product(self, own_rows: FloatArray) -> FloatArray:
         """The part of ``op[own] @ operand`` that needs no halo row (from the own rows alone)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def product(self, own_rows: FloatArray, received: dict[int, FloatArray],
                 inner: FloatArray | None = None) -> FloatArray:
         """``op[own] @ operand`` from the own rows and the rows each shard sent here
         (``inner``: the :meth:`inner_product` of the same own rows, if it was taken ahead;
         taking it ahead changes no bit of the product)."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
